@@ -1,0 +1,97 @@
+"""The one training-loop core: compiled chunks of steps, with progress, checkpoints and resume
+between chunks.
+
+Every long loop in jaxinterp (the direction learners' ``directions.fit``, the toy-model trainer
+``toy.fit`` and the classifier trainer ``models.train_classifier``) runs its steps as jitted
+``lax.scan`` chunks and hands the chunks to ``run_chunks``, which owns everything that happens
+*between* them: the tqdm bar, the checkpoint written after each chunk, the resume from a
+matching checkpoint at start, and the user's callback. What a step is (a minibatch update, a
+vmapped and sharded batch of toy models) stays with the caller.
+
+Example::
+
+    def run_chunk(state, start, n):         # steps start .. start + n - 1, compiled once per n
+        return jitted_scan(state, start, n)
+
+    state, done_before = resume(checkpoint_path, fingerprint, like=state)   # (state, 0) if none
+    state = run_chunks(run_chunk, state, steps=10_000, chunk_size=500, start=done_before,
+                       progress=True, after_chunk=lambda done, s: save(done, s))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from jaxinterp._validation import check_positive_int
+
+State = TypeVar("State")
+
+__all__ = ["chunk_sizes", "run_chunks"]
+
+
+def chunk_sizes(steps: int, start: int, chunk_size: int) -> list[int]:
+    """Sizes of the chunks that take a run from step ``start`` to step ``steps``.
+
+    All chunks have ``chunk_size`` steps except possibly the last, so a run compiles at most two
+    chunk programs (and a resumed run the same two).
+
+    Args:
+      steps: total number of steps of the run.
+      start: steps already done (0 for a fresh run).
+      chunk_size: steps per chunk.
+
+    Returns:
+      The list of chunk lengths, summing to ``steps - start``.
+    """
+    sizes, at = [], start
+    while at < steps:
+        sizes.append(min(chunk_size, steps - at))
+        at += sizes[-1]
+    return sizes
+
+
+def run_chunks(run_chunk: Callable[[State, int, int], State], state: State, *, steps: int,
+               chunk_size: int, start: int = 0, progress: bool = False, desc: str = "fit",
+               after_chunk: Callable[[int, State], Any] | None = None) -> State:
+    """Advance ``state`` from step ``start`` to step ``steps`` one compiled chunk at a time.
+
+    Args:
+      run_chunk: ``run_chunk(state, first_step, n_steps) -> state``: runs ``n_steps`` steps
+        (normally a jitted ``lax.scan`` with ``n_steps`` static, so it compiles once per chunk
+        length). ``first_step`` lets the steps derive their keys by ``fold_in(key, step)``.
+      state: the state at step ``start``.
+      steps: total number of steps of the run.
+      chunk_size: steps per chunk; progress, ``after_chunk`` and interruption happen between
+        chunks only, so an interrupted run loses at most one chunk of work.
+      start: steps already done (from a resumed checkpoint).
+      progress: show a tqdm bar over steps.
+      desc: the bar's label.
+      after_chunk: ``after_chunk(steps_done, state)`` after every chunk: write a checkpoint,
+        record metrics, or report to the user.
+
+    Returns:
+      The state at step ``steps``.
+    """
+    check_positive_int(steps, "steps")
+    check_positive_int(chunk_size, "chunk_size")
+    if not 0 <= start <= steps:
+        raise ValueError(f"`start` must lie in [0, steps={steps}]; got {start}.")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=start, desc=desc, unit="step", leave=False)
+    done = start
+    try:
+        for n in chunk_sizes(steps, start, chunk_size):
+            state = run_chunk(state, done, n)
+            done += n
+            if after_chunk is not None:
+                after_chunk(done, state)
+            if bar is not None:
+                bar.update(n)
+    finally:
+        if bar is not None:
+            bar.close()
+    return state
