@@ -1,0 +1,135 @@
+"""The reproduction scorecard: each published number or claim a study checks, with a verdict
+computed by a rule stated here, never typed in.
+
+A study's ``claims(result)`` returns a list of ``Claim``; the CLI writes them to the study's JSON
+under ``"claims"`` and the report opens with all of them in one table.
+
+Rules:
+- ``within``: a measured number against a published one; holds when
+  ``|ours - paper| <= tolerance`` (the tolerance is the paper's own spread or a stated margin).
+- ``ordering``: "A is larger than B" over seeds or samples; holds when a one-sided
+  Mann-Whitney U test gives ``p < alpha`` (default 0.05) and the medians are in the claimed order.
+- ``paired_ordering``: the same claim over paired samples (one A and one B per seed), one-sided
+  Wilcoxon signed-rank test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Claim", "HOLDS", "FAILS", "INCONCLUSIVE", "within", "ordering", "paired_ordering"]
+
+HOLDS = "holds"
+FAILS = "does not hold"
+INCONCLUSIVE = "inconclusive"
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One row of the scorecard.
+
+    Attributes:
+      claim: what the paper says, in one sentence.
+      paper_value: the published number (or a short description of the qualitative claim).
+      ours: our measured number (a float, or a short string for a qualitative result).
+      spread: the run-to-run spread of ``ours`` (standard deviation over seeds), or None.
+      verdict: ``HOLDS``, ``FAILS`` or ``INCONCLUSIVE``, computed by ``rule``.
+      rule: how the verdict was computed (shown in the report).
+      figure: file name of the figure that shows it, or None.
+    """
+
+    claim: str
+    paper_value: Any
+    ours: Any
+    spread: float | None
+    verdict: str
+    rule: str
+    figure: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The claim as a plain dict (the ``claims`` entries of a study's JSON)."""
+        return dataclasses.asdict(self)
+
+
+def _finite(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    if arr.size == 0:
+        raise ValueError(f"`{name}` must hold at least one value.")
+    return arr
+
+
+def within(claim: str, paper_value: float, ours: float | Sequence[float], *, tolerance: float,
+           figure: str | None = None) -> Claim:
+    """A measured number against a published one.
+
+    Args:
+      claim: the paper's statement.
+      paper_value: the published number.
+      ours: our number, or our numbers over seeds (their mean is compared; their standard
+        deviation is reported as the spread).
+      tolerance: the largest ``|ours - paper_value|`` that still reproduces it.
+      figure: the figure showing it.
+
+    Returns:
+      A ``Claim``; its verdict is ``INCONCLUSIVE`` when ``ours`` is not finite.
+    """
+    if not tolerance >= 0:
+        raise ValueError(f"`tolerance` must be >= 0; got {tolerance}.")
+    values = _finite(ours, "ours")
+    mean = float(values.mean())
+    spread = float(values.std(ddof=1)) if values.size > 1 else None
+    rule = f"|ours - paper| <= {tolerance:g}"
+    if not np.isfinite(mean):
+        verdict = INCONCLUSIVE
+    else:
+        verdict = HOLDS if abs(mean - float(paper_value)) <= tolerance else FAILS
+    return Claim(claim, paper_value, mean, spread, verdict, rule, figure)
+
+
+def _order_verdict(p: float, ordered: bool, alpha: float, n: int) -> str:
+    if n < 2 or not np.isfinite(p):
+        return INCONCLUSIVE
+    return HOLDS if (p < alpha and ordered) else FAILS
+
+
+def ordering(claim: str, larger: Sequence[float], smaller: Sequence[float], *, alpha: float = 0.05,
+             paper_value: Any = "A > B", figure: str | None = None) -> Claim:
+    """"``larger`` exceeds ``smaller``" over independent samples (one-sided Mann-Whitney U).
+
+    ``ours`` is the difference of the medians; ``spread`` the pooled standard deviation.
+    """
+    from scipy.stats import mannwhitneyu
+
+    a, b = _finite(larger, "larger"), _finite(smaller, "smaller")
+    p = float(mannwhitneyu(a, b, alternative="greater").pvalue) if min(a.size, b.size) > 1 else float("nan")
+    diff = float(np.median(a) - np.median(b))
+    spread = float(np.sqrt((a.var() + b.var()) / 2))
+    rule = f"one-sided Mann-Whitney U p < {alpha:g} (p = {p:.3g}) and median(A) > median(B)"
+    return Claim(claim, paper_value, diff, spread, _order_verdict(p, diff > 0, alpha, min(a.size, b.size)),
+                 rule, figure)
+
+
+def paired_ordering(claim: str, larger: Sequence[float], smaller: Sequence[float], *, alpha: float = 0.05,
+                    paper_value: Any = "A > B", figure: str | None = None) -> Claim:
+    """"``larger`` exceeds ``smaller``" over paired samples (one-sided Wilcoxon signed-rank).
+
+    ``ours`` is the mean paired difference; ``spread`` its standard deviation.
+    """
+    from scipy.stats import wilcoxon
+
+    a, b = _finite(larger, "larger"), _finite(smaller, "smaller")
+    if a.shape != b.shape:
+        raise ValueError(f"`larger` and `smaller` must be paired (same length); got {a.size} and {b.size}.")
+    d = a - b
+    if d.size > 1 and np.any(d != 0):
+        p = float(wilcoxon(d, alternative="greater").pvalue)
+    else:
+        p = float("nan")
+    spread = float(d.std(ddof=1)) if d.size > 1 else None
+    rule = f"one-sided Wilcoxon signed-rank p < {alpha:g} (p = {p:.3g}) and mean(A - B) > 0"
+    return Claim(claim, paper_value, float(d.mean()), spread,
+                 _order_verdict(p, float(d.mean()) > 0, alpha, d.size), rule, figure)
