@@ -1,25 +1,50 @@
 """Sparse direction learning: K-means, PCA, FastICA, NMF, dictionary learning, sparse autoencoders.
 
-Every learner has a one-call ``fit_*`` returning a ``Directions`` pytree with ``encode(x)``
-(responses ``[batch, k]``), ``codes(x)``, ``decode(codes)`` and ``components [k, d]``; the
-lower-level functions (``kmeans``, ``pca``, ``fastica``, ``nmf``, ``dictionary_learning``,
-``sae_init`` / ``sae_update`` / ``train_sae``) expose the full results and the
-``init -> update`` loops for streaming data.
+One idiom for every method. A factory whose arguments are the hyperparameters returns a
+``Learner`` (pure ``init`` / ``update`` / ``finalize``); the one driver ``fit`` runs any learner
+on an array, a memmap or an iterable of batches and returns ``Directions`` with
+``encode(x) [batch, k]``, ``codes``, ``decode`` and ``components [k, d]``::
+
+    from jaxinterp import directions as jd
+
+    dirs = jd.fit(jd.kmeans(16, cosine=True), x, key=jax.random.key(0))
+    dirs = jd.fit(jd.sae(64, kind="topk", k=4), x, key=key, steps=2000)
+    responses = dirs.encode(x)                                   # [n, 16]
+    sweep = jax.vmap(lambda c: jd.fit(jd.sae(64, coef=c), x, key=key))(jnp.array([0.1, 1.0]))
+
+How ``encode`` works is the type of ``dirs.encoder`` (``Linear``, ``ReLU``, ``TopK``,
+``BatchTopK``, ``JumpReLU``, ``NearestCentroid``, ``CosineCentroid``, ``NNLS``, ``Lasso``).
 """
 
-from jaxinterp.directions._loop import bind, fit_on_batches, scan_fit
-from jaxinterp.directions.base import ENCODERS, Directions, make_directions, topk_activation, unstack
-from jaxinterp.directions.ica import ICAResult, fastica, fit_ica
-from jaxinterp.directions.kmeans import (
-    KMeansResult,
-    MiniBatchKMeansState,
+from jaxinterp.directions._compat import (
+    fit_dictionary,
+    fit_ica,
     fit_kmeans,
-    kmeans,
-    kmeans_plusplus,
-    minibatch_kmeans,
-    minibatch_kmeans_init,
-    minibatch_kmeans_update,
+    fit_nmf,
+    fit_pca,
+    fit_sae,
+    fit_sae_sweep,
 )
+from jaxinterp.directions._dictionary import dictionary, sparse_encode
+from jaxinterp.directions._ica import ica
+from jaxinterp.directions._kmeans import kmeans, kmeans_plusplus, minibatch_kmeans
+from jaxinterp.directions._nmf import nmf
+from jaxinterp.directions._pca import pca, pca_from_moments
+from jaxinterp.directions._sae import sae
+from jaxinterp.directions.base import Directions, unstack
+from jaxinterp.directions.encoders import (
+    NNLS,
+    BatchTopK,
+    CosineCentroid,
+    Encoder,
+    JumpReLU,
+    Lasso,
+    Linear,
+    NearestCentroid,
+    ReLU,
+    TopK,
+)
+from jaxinterp.directions.learner import Learner, fit
 from jaxinterp.directions.metrics import (
     correlation_matrix,
     cosine_matrix,
@@ -34,43 +59,14 @@ from jaxinterp.directions.metrics import (
     mean_max_cosine,
     mse,
 )
-from jaxinterp.directions.nmf import NMFResult, fit_nmf, nmf, nndsvd_init, nnls_codes
-from jaxinterp.directions.pca import PCAResult, fit_pca, pca, pca_from_moments
-from jaxinterp.directions.sae import (
-    KINDS as SAE_KINDS,
-    SAEConfig,
-    SAEState,
-    fit_sae,
-    fit_sae_sweep,
-    sae_directions,
-    sae_init,
-    sae_loss,
-    sae_update,
-    train_sae,
-)
-from jaxinterp.directions.sparse_coding import (
-    DictResult,
-    DictState,
-    dict_init,
-    dict_update,
-    dictionary_learning,
-    fit_dictionary,
-    lasso_fista,
-    sparse_encode,
-)
 
 __all__ = [
-    "bind", "fit_on_batches", "scan_fit",
-    "ENCODERS", "Directions", "make_directions", "topk_activation", "unstack",
-    "ICAResult", "fastica", "fit_ica",
-    "KMeansResult", "MiniBatchKMeansState", "fit_kmeans", "kmeans", "kmeans_plusplus", "minibatch_kmeans",
-    "minibatch_kmeans_init", "minibatch_kmeans_update",
+    "Learner", "fit",
+    "kmeans", "minibatch_kmeans", "pca", "ica", "nmf", "dictionary", "sae",
+    "Directions", "unstack",
+    "Encoder", "Linear", "ReLU", "TopK", "BatchTopK", "JumpReLU", "NearestCentroid", "CosineCentroid", "NNLS",
+    "Lasso",
+    "kmeans_plusplus", "pca_from_moments", "sparse_encode",
     "correlation_matrix", "cosine_matrix", "dead_fraction", "evaluate", "explained_variance", "feature_density",
     "feature_density_histogram", "l0", "matched_correlations", "mcc", "mean_max_cosine", "mse",
-    "NMFResult", "fit_nmf", "nmf", "nndsvd_init", "nnls_codes",
-    "PCAResult", "fit_pca", "pca", "pca_from_moments",
-    "SAE_KINDS", "SAEConfig", "SAEState", "fit_sae", "fit_sae_sweep", "sae_directions", "sae_init", "sae_loss",
-    "sae_update", "train_sae",
-    "DictResult", "DictState", "dict_init", "dict_update", "dictionary_learning", "fit_dictionary", "lasso_fista",
-    "sparse_encode",
 ]

@@ -2,8 +2,8 @@
 
 Every method (K-means, PCA, FastICA, NMF, dictionary learning, sparse autoencoders) returns the
 same object, so downstream code (metrics, interpretability scores, plots) does not care which
-method found the directions. The arrays are pytree leaves (``jit``/``vmap`` see them); the method
-name and the shape-determining settings are static metadata.
+method found the directions. The arrays are pytree leaves (``jit``/``vmap`` see them); how the
+responses are computed is the type of ``encoder`` (see ``jaxinterp.directions.encoders``).
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from jaxinterp._validation import (
     check_rank,
     check_shape,
 )
-
-#: How ``Directions.encode`` computes responses from (normalised) inputs.
-ENCODERS = ("linear", "relu", "topk", "jumprelu", "kmeans", "cosine_kmeans", "nmf", "lasso")
+from jaxinterp.directions.encoders import Encoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,34 +36,41 @@ class Directions:
     Attributes:
       components: ``[k, d]`` the directions (dictionary atoms, decoder rows, centroids, principal
         axes or ICA mixing vectors), in normalised input coordinates.
-      encoder: ``[d, k]`` linear encoder (zeros for iterative encoders: NMF, lasso).
-      encoder_bias: ``[k]`` added to ``u @ encoder``.
-      threshold: ``[k]`` JumpReLU / BatchTopK thresholds (zeros otherwise).
       center: ``[d]`` subtracted from inputs before encoding.
       scale: ``[d]`` inputs are divided by it after centring (ones when not normalised).
-      method: name of the learner (``"kmeans"``, ``"pca"``, ``"sae_topk"``, ...).
-      encoder_kind: one of ``ENCODERS``; selects how ``encode`` works.
-      k_active: number of active latents for ``topk`` encoders (0 otherwise).
-      alpha: L1 penalty of the ``lasso`` encoder.
-      positive: non-negative codes for the ``lasso`` encoder.
-      n_iter: iterations of the iterative (``nmf``, ``lasso``) encoders.
-      response: K-means response, ``"projection"`` on the centroid or ``"distance"`` (minus the
-        Euclidean distance to it).
+      encoder: an ``Encoder`` (``Linear``, ``ReLU``, ``TopK``, ``NearestCentroid``, ``Lasso``, ...).
+      info: diagnostics of the fit (e.g. ``inertia`` and ``n_iter`` for K-means,
+        ``explained_variance`` for PCA, ``objective`` for NMF), scalars or arrays.
+      method: name of the learner (``"kmeans"``, ``"pca"``, ``"sae_topk"``, ...), static.
     """
 
     components: jax.Array
-    encoder: jax.Array
-    encoder_bias: jax.Array
-    threshold: jax.Array
     center: jax.Array
     scale: jax.Array
-    method: str = dataclasses.field(default="linear", metadata=dict(static=True))
-    encoder_kind: str = dataclasses.field(default="linear", metadata=dict(static=True))
-    k_active: int = dataclasses.field(default=0, metadata=dict(static=True))
-    alpha: float = dataclasses.field(default=0.0, metadata=dict(static=True))
-    positive: bool = dataclasses.field(default=False, metadata=dict(static=True))
-    n_iter: int = dataclasses.field(default=0, metadata=dict(static=True))
-    response: str = dataclasses.field(default="projection", metadata=dict(static=True))
+    encoder: Encoder
+    info: dict = dataclasses.field(default_factory=dict)
+    method: str = dataclasses.field(default="directions", metadata=dict(static=True))
+
+    @classmethod
+    def create(cls, components, encoder: Encoder, *, method: str, center=None, scale=None,
+               info: dict | None = None) -> Directions:
+        """``Directions`` with ``center`` zeros and ``scale`` ones unless given.
+
+        Args:
+          components: ``[k, d]``.
+          encoder: the ``Encoder``.
+          method: learner name.
+          center, scale: optional ``[d]`` arrays.
+          info: optional diagnostics.
+        """
+        if not isinstance(encoder, Encoder):
+            raise TypeError(f"`encoder` must be an Encoder; got {type(encoder).__name__}.")
+        components = jnp.asarray(components)
+        d, dt = components.shape[-1], components.dtype
+        lead = components.shape[:-2]
+        center = jnp.zeros(lead + (d,), dt) if center is None else jnp.asarray(center, dt)
+        scale = jnp.ones(lead + (d,), dt) if scale is None else jnp.asarray(scale, dt)
+        return cls(components, center, scale, encoder, dict(info or {}), method)
 
     @property
     def n_directions(self) -> int:
@@ -88,7 +93,8 @@ class Directions:
 
     def normalize(self, x: jax.Array) -> jax.Array:
         """``(x - center) / scale`` for ``x [batch, d]``."""
-        _check_batch(x, "x", self.dim)
+        check_rank(x, "x", 2)
+        check_shape(x, "x", (None, self.dim))
         return (x - self.center) / self.scale
 
     def encode(self, x: jax.Array) -> jax.Array:
@@ -100,58 +106,17 @@ class Directions:
         Returns:
           ``[batch, k]`` responses: the sparse codes for SAEs, NMF and lasso, the projections
           for PCA/ICA, and for K-means the projection on (or minus the distance to) each
-          centroid. ``decode(codes(x))`` reconstructs ``x``; for all methods but K-means
-          ``codes`` and ``encode`` agree.
+          centroid.
         """
-        u = self.normalize(x)
-        kind = self.encoder_kind
-        if kind in ("kmeans", "cosine_kmeans"):
-            if kind == "cosine_kmeans":
-                u = _unit_rows(u)
-            if self.response == "distance":
-                return -jnp.sqrt(jnp.maximum(_sq_distances(u, self.components), 0.0))
-            return u @ self.components.T
-        return self._sparse_codes(u)
+        return self.encoder.encode(self.normalize(x), self.components)
 
     def codes(self, x: jax.Array) -> jax.Array:
         """The codes that ``decode`` maps back to ``x`` (``[batch, d] -> [batch, k]``).
 
-        Identical to ``encode`` except for K-means, where only the nearest centroid is active:
-        plain K-means gives a one-hot code (``decode`` returns the centroid); cosine K-means gives
-        the projection on the best-aligned unit centroid (gain-shape quantisation).
+        Identical to ``encode`` except for K-means, where only the nearest centroid is active
+        (see ``NearestCentroid`` and ``CosineCentroid``).
         """
-        u = self.normalize(x)
-        if self.encoder_kind == "kmeans":
-            idx = jnp.argmin(_sq_distances(u, self.components), axis=-1)
-            return jax.nn.one_hot(idx, self.n_directions, dtype=u.dtype)
-        if self.encoder_kind == "cosine_kmeans":
-            proj = u @ self.components.T
-            idx = jnp.argmax(_unit_rows(u) @ self.components.T, axis=-1)
-            onehot = jax.nn.one_hot(idx, self.n_directions, dtype=u.dtype)
-            return onehot * proj
-        return self._sparse_codes(u)
-
-    def _sparse_codes(self, u: jax.Array) -> jax.Array:
-        kind = self.encoder_kind
-        if kind == "nmf":
-            from jaxinterp.directions.nmf import nnls_codes
-
-            return nnls_codes(u, self.components, n_iter=self.n_iter, l1=self.alpha)
-        if kind == "lasso":
-            from jaxinterp.directions.sparse_coding import lasso_fista
-
-            return lasso_fista(u, self.components, self.alpha, n_iter=self.n_iter,
-                               positive=self.positive)
-        pre = u @ self.encoder + self.encoder_bias
-        if kind == "linear":
-            return pre
-        if kind == "relu":
-            return jax.nn.relu(pre)
-        if kind == "topk":
-            return topk_activation(pre, self.k_active)
-        if kind == "jumprelu":
-            return jnp.where(pre > self.threshold, pre, 0.0)
-        raise ValueError(f"unknown encoder_kind {kind!r}; expected one of {ENCODERS}.")
+        return self.encoder.codes(self.normalize(x), self.components)
 
     def decode(self, codes: jax.Array) -> jax.Array:
         """Activations from codes.
@@ -179,74 +144,18 @@ class Directions:
 jax.tree_util.register_dataclass(Directions)
 
 
-def make_directions(components, *, method: str, encoder_kind: str, encoder=None, encoder_bias=None,
-                    threshold=None, center=None, scale=None, **static) -> Directions:
-    """Build a ``Directions`` filling unset arrays with their neutral values.
-
-    Args:
-      components: ``[k, d]``.
-      method: learner name.
-      encoder_kind: one of ``ENCODERS``.
-      encoder, encoder_bias, threshold, center, scale: optional arrays (``[d, k]``, ``[k]``,
-        ``[k]``, ``[d]``, ``[d]``); default zeros (scale: ones).
-      **static: other static fields (``k_active``, ``alpha``, ``positive``, ``n_iter``,
-        ``response``).
-    """
-    if encoder_kind not in ENCODERS:
-        raise ValueError(f"`encoder_kind` must be one of {ENCODERS}; got {encoder_kind!r}.")
-    components = jnp.asarray(components)
-    k, d = components.shape[-2:]
-    dt = components.dtype
-    lead = components.shape[:-2]
-
-    def arr(v, shape, fill):
-        return jnp.full(lead + shape, fill, dt) if v is None else jnp.asarray(v, dt)
-
-    return Directions(
-        components=components,
-        encoder=arr(encoder, (d, k), 0.0),
-        encoder_bias=arr(encoder_bias, (k,), 0.0),
-        threshold=arr(threshold, (k,), 0.0),
-        center=arr(center, (d,), 0.0),
-        scale=arr(scale, (d,), 1.0),
-        method=method,
-        encoder_kind=encoder_kind,
-        **static,
-    )
-
-
-def topk_activation(pre: jax.Array, k: int) -> jax.Array:
-    """Keep the ``k`` largest entries of ``relu(pre)`` in each row, zero the rest (``[b, m]``)."""
-    vals, idx = jax.lax.top_k(pre, k)
-    out = jnp.zeros_like(pre)
-    rows = jnp.arange(pre.shape[0])[:, None]
-    return out.at[rows, idx].set(jax.nn.relu(vals))
-
-
-def _unit_rows(x: jax.Array) -> jax.Array:
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def _sq_distances(x: jax.Array, c: jax.Array) -> jax.Array:
-    """Squared Euclidean distances ``[n, k]`` between rows of ``x [n, d]`` and ``c [k, d]``."""
-    return (jnp.sum(x * x, axis=-1, keepdims=True) - 2.0 * (x @ c.T)
-            + jnp.sum(c * c, axis=-1)[None, :])
-
-
-def _check_batch(x, name: str, dim: int) -> None:
-    check_rank(x, name, 2)
-    check_shape(x, name, (None, dim))
-
-
 def validate_data(x, name: str = "x", *, k: int | None = None, k_name: str = "k",
                   nonnegative: bool = False, max_k: str = "samples") -> jax.Array:
-    """Check activations for a learner and return them as a float32 (or float64) jax array.
+    """Check activations for a learner and return them as a jax array.
+
+    Shape and dtype are checked always (also at trace time); finiteness and signs only on
+    concrete arrays.
 
     Args:
       x: ``[n, d]`` floating activations, finite (and non-negative when ``nonnegative``).
       name: argument name used in error messages.
       k: number of directions requested; must be at most ``n`` (``max_k="samples"``),
-        ``min(n, d)`` (``"rank"``) or unbounded (``None``).
+        ``min(n, d)`` (``"rank"``) or unbounded (``"none"``).
       k_name: argument name of ``k``.
       nonnegative: reject negative entries (NMF).
 
@@ -272,16 +181,10 @@ def validate_data(x, name: str = "x", *, k: int | None = None, k_name: str = "k"
     return jnp.asarray(x)
 
 
-def as_key(key_or_seed) -> jax.Array:
-    """A PRNG key from a key or an int seed."""
-    if isinstance(key_or_seed, (int, np.integer)):
-        return jax.random.key(int(key_or_seed))
-    return key_or_seed
-
-
 def unstack(directions: Directions) -> list[Directions]:
-    """Split ``Directions`` stacked on a leading axis (e.g. from ``fit_sae_sweep``) into a list."""
+    """Split ``Directions`` stacked on a leading axis (e.g. from a ``vmap`` sweep) into a list."""
     if directions.components.ndim != 3:
-        raise ValueError(f"expected stacked directions with components [s, k, d]; got {directions.components.shape}.")
+        raise ValueError(f"`directions` must be stacked, with components [s, k, d]; "
+                         f"got {directions.components.shape}.")
     n = directions.components.shape[0]
     return [jax.tree_util.tree_map(lambda a, i=i: a[i], directions) for i in range(n)]
