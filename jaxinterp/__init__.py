@@ -3,93 +3,74 @@
 The flat public API. Each capability also lives in its own subpackage:
 
 - ``jaxinterp.capture`` / ``jaxinterp.streaming``: activations of any JAX model, reduced over datasets;
-- ``jaxinterp.polytope`` / ``jaxinterp.boundary``: polytope codes, path boundaries, boundary density;
+- ``jaxinterp.polytope``: polytope codes, path boundaries, local complexity, boundary density;
 - ``jaxinterp.directions``: cosine K-means, PCA, ICA, NMF, dictionary learning, sparse autoencoders;
 - ``jaxinterp.interpretability``: the interpretability index and in-silico 2AFC psychophysics;
 - ``jaxinterp.midrange``: the whole range of activations and mid-range data curation;
 - ``jaxinterp.toy``: incidental polysemanticity and superposition toy models;
 - ``jaxinterp.datasets``, ``jaxinterp.models``, ``jaxinterp.sharding``, ``jaxinterp.checkpoint``.
+
+``jaxinterp.capture`` is both the subpackage and, being callable, the function
+``jaxinterp.capture.capture``: ``jaxinterp.capture(model.apply)`` works either way.
+
+Importing the package is cheap: every name below is imported on first use (PEP 562), so
+``import jaxinterp`` imports neither JAX nor scikit-learn, matplotlib or tqdm. To add a public
+name, add one line to ``_EXPORTS``.
 """
 
-from jaxinterp import (
-    boundary,
-    checkpoint,
-    datasets,
-    directions,
-    interpretability,
-    midrange,
-    models,
-    polytope,
-    sharding,
-    toy,
-)
-from jaxinterp.boundary import boundary_density, boundary_distances
-from jaxinterp.capture import POST_SUFFIX, activation_names, capture
-from jaxinterp.directions import (
-    Directions,
-    evaluate,
-    fit_dictionary,
-    fit_ica,
-    fit_kmeans,
-    fit_nmf,
-    fit_pca,
-    fit_sae,
-    fit_sae_sweep,
-)
-from jaxinterp.interpretability import interpretability_index, psychophysics
-from jaxinterp.midrange import compare_methods, midrange_mask, range_analysis
-from jaxinterp.polytope import (
-    count_polytopes,
-    dataset_codes,
-    exact_walk,
-    hamming,
-    local_complexity,
-    polytope_codes,
-    sampled_boundary_counts,
-)
-from jaxinterp.streaming import UnitStats, apply_in_batches, reduce_spatial, stream
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "POST_SUFFIX",
-    "Directions",
-    "UnitStats",
-    "activation_names",
-    "apply_in_batches",
-    "boundary",
-    "boundary_density",
-    "boundary_distances",
-    "capture",
-    "checkpoint",
-    "compare_methods",
-    "count_polytopes",
-    "dataset_codes",
-    "datasets",
-    "directions",
-    "evaluate",
-    "exact_walk",
-    "fit_dictionary",
-    "fit_ica",
-    "fit_kmeans",
-    "fit_nmf",
-    "fit_pca",
-    "fit_sae",
-    "fit_sae_sweep",
-    "hamming",
-    "interpretability",
-    "interpretability_index",
-    "local_complexity",
-    "midrange",
-    "midrange_mask",
-    "models",
-    "polytope",
-    "polytope_codes",
-    "psychophysics",
-    "range_analysis",
-    "reduce_spatial",
-    "sampled_boundary_counts",
-    "sharding",
-    "stream",
-    "toy",
-]
+_SUBPACKAGES = ("capture", "checkpoint", "datasets", "directions", "interpretability", "midrange", "models",
+                "polytope", "sharding", "streaming", "toy")
+
+# public name -> module that defines it (attribute of the same name)
+_EXPORTS: dict[str, str] = {
+    # capture and streaming
+    "POST_SUFFIX": "jaxinterp.capture",
+    "activation_names": "jaxinterp.capture",
+    "UnitStats": "jaxinterp.streaming",
+    "apply_in_batches": "jaxinterp.streaming",
+    "reduce_spatial": "jaxinterp.streaming",
+    "stream": "jaxinterp.streaming",
+    # polytope lens
+    "boundary_density": "jaxinterp.polytope.boundary",
+    "boundary_distances": "jaxinterp.polytope.boundary",
+    "count_polytopes": "jaxinterp.polytope",
+    "dataset_codes": "jaxinterp.polytope",
+    "exact_walk": "jaxinterp.polytope",
+    "hamming": "jaxinterp.polytope",
+    "local_complexity": "jaxinterp.polytope",
+    "polytope_codes": "jaxinterp.polytope",
+    "sampled_boundary_counts": "jaxinterp.polytope",
+    # directions
+    "Directions": "jaxinterp.directions",
+    "evaluate": "jaxinterp.directions",
+    # interpretability and mid-range
+    "interpretability_index": "jaxinterp.interpretability",
+    "psychophysics": "jaxinterp.interpretability",
+    "compare_methods": "jaxinterp.midrange",
+    "midrange_mask": "jaxinterp.midrange",
+    "range_analysis": "jaxinterp.midrange",
+}
+
+__all__ = sorted({*_SUBPACKAGES, *_EXPORTS})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

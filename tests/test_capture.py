@@ -182,3 +182,147 @@ def test_nothing_to_capture_says_so():
         capture(lambda x: jnp.tanh(x))(jnp.ones(3))
     with pytest.raises(TypeError, match="`fn` must be callable"):
         capture(3)
+
+
+class _Boom(nnx.Module):
+    def __init__(self, rngs):
+        self.hidden = nnx.Linear(3, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return nnx.relu(self.hidden(x))
+
+
+def test_exception_inside_model_leaves_class_unpatched(key):
+    net = _Boom(nnx.Rngs(0))
+    original = nnx.Linear.__dict__["__call__"]
+
+    def failing(x):
+        net(x)
+        raise RuntimeError("model failure")
+
+    with pytest.raises(RuntimeError, match="model failure"):
+        capture(failing, module=net)(jnp.ones((2, 3)))
+    assert nnx.Linear.__dict__["__call__"] is original
+
+
+def test_two_threads_capture_at_once(key):
+    """Concurrent captures of NNX models get their own names and restore the shared class."""
+    import threading
+
+    nets = [_Boom(nnx.Rngs(i)) for i in range(2)]
+    original = nnx.Linear.__dict__["__call__"]
+    barrier = threading.Barrier(2)
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(3):
+                barrier.wait(timeout=60)
+                x = jax.random.normal(jax.random.key(i), (5, 3))
+                _, acts = capture(nets[i])(x)
+                results[i] = (x, acts)
+        except Exception as err:  # noqa: BLE001 - re-raised in the main thread below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i, (x, acts) in results.items():
+        assert list(acts) == ["hidden/relu"]
+        want = x @ nets[i].hidden.kernel[...] + nets[i].hidden.bias[...]
+        np.testing.assert_allclose(acts["hidden/relu"], want, atol=ATOL)
+    assert nnx.Linear.__dict__["__call__"] is original
+
+
+def test_piecewise_linear_rules_record_every_kink(key):
+    from jaxinterp.capture import PIECEWISE_LINEAR
+
+    w = jax.random.normal(key, (3, 4))
+
+    def f(x):
+        z = x @ w
+        return (jax.nn.leaky_relu(z[:, 0]) + jnp.abs(z[:, 1]) + jnp.clip(z[:, 2], -1.0, 1.0)
+                + jnp.maximum(z[:, 3], z[:, 0]) + jax.nn.relu6(z[:, 1]))
+
+    x = jax.random.normal(jax.random.key(1), (6, 3))
+    z = np.asarray(x @ w)
+    _, acts = capture(f, rules=PIECEWISE_LINEAR)(x)
+    assert list(acts) == ["leaky_relu", "abs", "clip_0", "clip_1", "max", "relu", "relu6"]
+    np.testing.assert_allclose(acts["leaky_relu"], z[:, 0], atol=ATOL)
+    np.testing.assert_allclose(acts["abs"], z[:, 1], atol=ATOL)
+    np.testing.assert_allclose(acts["clip_0"], z[:, 2] + 1.0, atol=ATOL)  # the kink at -1
+    np.testing.assert_allclose(acts["clip_1"], np.maximum(z[:, 2], -1.0) - 1.0, atol=ATOL)  # kink at +1
+    np.testing.assert_allclose(acts["max"], z[:, 3] - z[:, 0], atol=ATOL)
+    np.testing.assert_allclose(acts["relu"], z[:, 1], atol=ATOL)
+    np.testing.assert_allclose(acts["relu6"], np.maximum(z[:, 1], 0) - 6.0, atol=ATOL)
+    # the default rules still record only the ReLU
+    assert activation_names(f, x) == ["relu"]
+
+
+def test_registered_rule_and_bad_rules(key):
+    from jaxinterp.capture import RULES, Rule, Tap, register_rule
+
+    rule = Rule("tanh_test", frozenset({"tanh"}), lambda site: [Tap("tanh", site.invals[0], site.outvals[0])])
+    try:
+        register_rule(rule)
+        x = jax.random.normal(key, (4, 3))
+        _, acts = capture(lambda v: jnp.tanh(2.0 * v), rules=["tanh_test"], post_activations=True)(x)
+        np.testing.assert_allclose(acts["tanh"], 2.0 * x, atol=ATOL)
+        np.testing.assert_allclose(acts["tanh:post"], np.tanh(2.0 * np.asarray(x)), atol=ATOL)
+        with pytest.raises(ValueError, match="already registered"):
+            register_rule(rule)
+    finally:
+        RULES.pop("tanh_test", None)
+    with pytest.raises(ValueError, match="`rules`"):
+        capture(jnp.tanh, rules=["no_such_rule"])
+    with pytest.raises(ValueError, match="no equation matched"):
+        capture(jnp.tanh, rules=["abs"])(jnp.ones(3))
+
+
+def test_promote_evaluates_lax_ops_in_float64(key):
+    """float32 parameters of lax-level ops are computed in float64 (equal to a float64 numpy forward)."""
+    w = np.asarray(jax.random.normal(key, (3, 3, 1, 2)), np.float32)
+
+    def f(x):
+        y = jax.lax.conv_general_dilated(x, jnp.asarray(w), (1, 1), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.nn.relu(y).sum()
+
+    x = np.random.default_rng(0).normal(size=(2, 5, 5, 1))
+    with jax.enable_x64(True):
+        _, acts = capture(f, promote=jnp.float64)(jnp.asarray(x))
+        got = acts["relu"]
+    assert got.dtype == np.float64
+    want = np.zeros((2, 3, 3, 2))
+    w64 = w.astype(np.float64)
+    for i in range(3):
+        for j in range(3):
+            want[:, i, j] = np.einsum("bhwc,hwco->bo", x[:, i:i + 3, j:j + 3], w64)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_jitted_capture_traces_once(linen_mlp):
+    import chex
+
+    model, params, x = linen_mlp
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def f(p, xb):
+        return capture(model.apply)(p, xb)
+
+    f(params, x)
+    f(params, x + 1.0)
+    chex.clear_trace_counter()
+
+
+def test_capture_module_is_callable(linen_mlp):
+    import jaxinterp
+    import jaxinterp.capture.rules  # noqa: F401 - the submodule import must not shadow the function
+
+    model, params, x = linen_mlp
+    _, acts = jaxinterp.capture(model.apply)(params, x)
+    assert list(acts) == ["Dense_0/relu", "Dense_1/relu"]

@@ -1,0 +1,243 @@
+"""Evaluate a jaxpr equation by equation under the current trace, recording taps and module outputs.
+
+The interpreter knows how to evaluate (and look inside) ``jit``, ``custom_jvp``, ``custom_vjp``,
+``checkpoint`` and ``scan``; which equations are taps is decided by the rules
+(:mod:`jaxinterp.capture.rules`), and how values are attributed to modules by
+:mod:`jaxinterp.capture.naming`. Values of a scanned body are stacked: ``[length, ...]``.
+``while_loop`` and ``cond`` bodies are evaluated as single equations (their trip count / branch
+is data dependent), so nothing inside them is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jex_core
+
+from jaxinterp.capture.naming import Record, eqn_site, module_boundaries, tap_scope
+from jaxinterp.capture.rules import KNOWN_FUNCTIONS, Rule, Site, uniform_value
+
+try:  # internal; keeps name stacks (hence module names) in the re-traced program
+    from jax._src import source_info_util as _siu
+except ImportError:  # pragma: no cover - internal API drift
+    _siu = None
+_HAS_USER_CONTEXT = _siu is not None and hasattr(_siu, "user_context") and hasattr(_siu, "new_name_stack")
+
+_INLINE_CALLS = frozenset({"pjit", "jit", "closed_call", "core_call", "remat2", "checkpoint", "remat"})
+_CUSTOM_CALLS = frozenset({"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"})
+_VALUE_PRESERVING = frozenset({"broadcast_in_dim", "convert_element_type", "reshape", "squeeze", "expand_dims"})
+_DTYPE_PARAMS = ("new_dtype", "preferred_element_type", "dtype")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What the interpreter records.
+
+    Attributes:
+      rules: tap rules in priority order (the first that matches an equation records it).
+      want_modules: also record module outputs.
+      promote: evaluate every floating value in this dtype (parameters, constants and dtype
+        arguments of lax-level ops included); None keeps the program's dtypes.
+    """
+
+    rules: tuple[Rule, ...]
+    want_modules: bool = False
+    promote: Any = None
+
+    @functools.cached_property
+    def primitives(self) -> frozenset[str]:
+        return frozenset().union(*(r.primitives for r in self.rules))
+
+
+def jaxpr_of(param: Any):
+    """(jaxpr, consts) of a ClosedJaxpr or Jaxpr parameter."""
+    if hasattr(param, "jaxpr") and hasattr(param, "consts"):
+        return param.jaxpr, list(param.consts)
+    return param, []
+
+
+def _sub_jaxprs(eqn) -> list:
+    out = []
+    for value in eqn.params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if hasattr(item, "eqns") or (hasattr(item, "jaxpr") and hasattr(item.jaxpr, "eqns")):
+                out.append(jaxpr_of(item)[0])
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def contains(jaxpr, primitives: frozenset[str]) -> bool:
+    """Whether ``jaxpr`` (or a program inside it) applies one of ``primitives``."""
+    return any(eqn.primitive.name in primitives or any(contains(j, primitives) for j in _sub_jaxprs(eqn))
+               for eqn in jaxpr.eqns)
+
+
+def _custom_body(eqn):
+    for key in ("call_jaxpr", "fun_jaxpr", "jaxpr"):
+        if key in eqn.params:
+            return eqn.params[key]
+    return None
+
+
+def _function_name(eqn, outer: str | None) -> str | None:
+    name = eqn.params.get("name")
+    name = getattr(name, "__name__", name)
+    return name if isinstance(name, str) and name in KNOWN_FUNCTIONS else outer
+
+
+class Interpreter:
+    """Evaluates a jaxpr under the current trace; ``records`` lists what it recorded, in call order."""
+
+    def __init__(self, options: Options):
+        self.options = options
+        self.records: list[Record] = []
+
+    # -- values ----------------------------------------------------------------------------------
+    def _promoted(self, val: Any) -> Any:
+        target = self.options.promote
+        if target is None or not jnp.issubdtype(jnp.result_type(val), jnp.floating):
+            return val
+        return val if jnp.result_type(val) == target else jnp.asarray(val, target)
+
+    def _params(self, params: dict) -> dict:
+        target = self.options.promote
+        if target is None:
+            return params
+        out = dict(params)
+        for key in _DTYPE_PARAMS:
+            if out.get(key) is not None and jnp.issubdtype(out[key], jnp.floating):
+                out[key] = jnp.dtype(target)
+        return out
+
+    def _bind(self, eqn, invals):
+        params = self._params(eqn.primitive.get_bind_params(eqn.params))
+        ans = eqn.primitive.bind(*invals, **params)
+        return list(ans) if eqn.primitive.multiple_results else [ans]
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def run(self, jaxpr, consts, args, prefix: str, in_scopes: Sequence[str] | None = None,
+            in_known: Sequence[float | None] | None = None, function: str | None = None):
+        """Evaluate ``jaxpr`` on ``consts`` and ``args`` under scope ``prefix``; return its outputs."""
+        env: dict[Any, Any] = {}
+        scope_of: dict[Any, str] = {}
+        known: dict[Any, float] = {}
+
+        def read(atom):
+            return self._promoted(atom.val) if isinstance(atom, jex_core.Literal) else env[atom]
+
+        def known_of(atom):
+            return uniform_value(atom.val) if isinstance(atom, jex_core.Literal) else known.get(atom)
+
+        def scope(atom, default):
+            return default if isinstance(atom, jex_core.Literal) else scope_of.get(atom, default)
+
+        for var, val in zip(jaxpr.constvars, consts):
+            env[var], scope_of[var] = self._promoted(val), prefix
+            if not isinstance(val, jax.core.Tracer) and (u := uniform_value(val)) is not None:
+                known[var] = u
+        for i, (var, val) in enumerate(zip(jaxpr.invars, args)):
+            env[var] = val
+            scope_of[var] = in_scopes[i] if in_scopes is not None else prefix
+            if in_known is not None and in_known[i] is not None:
+                known[var] = in_known[i]
+
+        module_uses = module_boundaries(jaxpr, prefix) if self.options.want_modules else {}
+        for eqn in jaxpr.eqns:
+            site = eqn_site(eqn, prefix)
+            invals = [read(v) for v in eqn.invars]
+            sub = dict(site=site, scopes=[scope(v, site) for v in eqn.invars],
+                       known=[known_of(v) for v in eqn.invars], function=_function_name(eqn, function))
+            with self._context(eqn, site):
+                outs = self._eqn(eqn, invals, **sub)
+            for var, val in zip(eqn.outvars, outs):
+                env[var], scope_of[var] = val, site
+                if eqn.primitive.name in _VALUE_PRESERVING and sub["known"] and sub["known"][0] is not None:
+                    known[var] = sub["known"][0]
+                for mod in module_uses.get(var, ()):
+                    self.records.append(Record(mod, None, val))
+        return [read(v) for v in jaxpr.outvars]
+
+    def _eqn(self, eqn, invals, *, site, scopes, known, function):
+        name = eqn.primitive.name
+        if name in _INLINE_CALLS:
+            sub, sub_consts = jaxpr_of(eqn.params["jaxpr"])
+            return self.run(sub, sub_consts, invals, site, scopes, known, function)
+        if name in _CUSTOM_CALLS and _custom_body(eqn) is not None:
+            return self._custom_call(eqn, invals, site, scopes, known, function)
+        if name == "scan" and (self.options.want_modules
+                               or contains(jaxpr_of(eqn.params["jaxpr"])[0], self.options.primitives)):
+            return self._scan(eqn, invals, site, scopes, known, function)
+        outs = self._bind(eqn, invals)
+        if name in self.options.primitives:
+            self._tap(Site(name, eqn.params, invals, outs, known, function), site, scopes)
+        return outs
+
+    def _tap(self, site_info: Site, site: str, scopes: Sequence[str]) -> None:
+        for rule in self.options.rules:
+            if site_info.primitive not in rule.primitives:
+                continue
+            taps = rule.match(site_info)
+            if taps:
+                for tap in taps:
+                    self.records.append(Record(tap_scope(scopes[tap.source], site), tap.label, tap.pre, tap.post))
+                return
+
+    @staticmethod
+    def _context(eqn, site: str):
+        if not _HAS_USER_CONTEXT:
+            return eqn.ctx.manager
+        stack = contextlib.ExitStack()
+        stack.enter_context(_siu.user_context(eqn.source_info.traceback,
+                                              name_stack=_siu.new_name_stack(site) if site else None))
+        stack.enter_context(eqn.ctx.manager)
+        return stack
+
+    # -- higher-order primitives -----------------------------------------------------------------
+    def _custom_call(self, eqn, invals, site, scopes, known, function):
+        """Outputs from the original custom-derivative call; records from evaluating its body.
+
+        When promoting dtypes, the body itself gives the outputs (the call's rule is typed for the
+        program's original dtypes).
+        """
+        body, body_consts = jaxpr_of(_custom_body(eqn))
+        if self.options.promote is not None:
+            return self.run(body, body_consts, invals, site, scopes, known, function)
+        outs = self._bind(eqn, invals)
+        if self.options.want_modules or contains(body, self.options.primitives):
+            before = len(self.records)
+            body_outs = self.run(body, body_consts, invals, site, scopes, known, function)
+            # Post-activations must be the outputs of the call itself (same values, original
+            # derivative rule): link records whose post is a body output to the call output.
+            for rec in self.records[before:]:
+                for b, o in zip(body_outs, outs):
+                    if rec.post is b:
+                        rec.post = o
+        return outs
+
+    def _scan(self, eqn, invals, site, scopes, known, function):
+        p = eqn.params
+        body, body_consts = jaxpr_of(p["jaxpr"])
+        n_consts, n_carry = p["num_consts"], p["num_carry"]
+        consts, init, xs = invals[:n_consts], invals[n_consts : n_consts + n_carry], invals[n_consts + n_carry :]
+        body_known = [*known[:n_consts], *([None] * (len(invals) - n_consts))]
+        meta: list[tuple[str, str | None, bool]] = []
+
+        def step(carry, x):
+            inner = Interpreter(self.options)
+            outs = inner.run(body, body_consts, [*consts, *carry, *x], site, scopes, body_known, function)
+            meta[:] = [(r.scope, r.label, r.post is not None) for r in inner.records]
+            recs = [(r.pre, r.post) if r.post is not None else (r.pre,) for r in inner.records]
+            return outs[:n_carry], (outs[n_carry:], recs)
+
+        carry, (ys, recs) = jax.lax.scan(step, list(init), list(xs), length=p["length"],
+                                         reverse=p["reverse"], unroll=p.get("unroll", 1))
+        for (scope, label, has_post), vals in zip(meta, recs):
+            self.records.append(Record(scope, label, vals[0], vals[1] if has_post else None))
+        return [*carry, *ys]
