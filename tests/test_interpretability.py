@@ -14,7 +14,7 @@ from jaxinterp import models
 from jaxinterp.interpretability import index as index_module
 from jaxinterp.interpretability import reference as ref
 
-N = 900  # the 2AFC needs 2 * 20 * (1 + 9) = 400 inputs inside the [q, 1-q] range (q = 0.25: 800)
+N = 1700  # the paper's 2AFC needs more than 4 * 20 * (1 + 9) = 800 inputs inside the [q, 1-q] range
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_streamed_exemplars_equal_in_memory(data):
 def test_two_afc_stimuli_streamed_equal_in_memory(data):
     _, acts, _ = data
     for q in (0.0, 0.25):
-        a = interp.two_afc_stimuli(acts, q)
+        a = interp.two_afc_stimuli(acts, q, protocol="ranked")
         bounds = (a.lower, a.upper) if q else None
         b = interp.stream_two_afc_stimuli(lambda x: x, acts, q, bounds=bounds, batch_size=100)
         np.testing.assert_array_equal(a.queries, b.queries)
@@ -124,13 +124,28 @@ def test_lpips_style_similarity_from_flax_network(data):
 
 
 @pytest.mark.parametrize("k", [2, 5])
-def test_index_matches_loop_reference(data, k):
+@pytest.mark.parametrize("self_pairs", [True, False])
+def test_index_matches_loop_reference(data, k, self_pairs):
     items, acts, labels = data
-    got = interp.interpretability_index(acts, items, interp.pixel_l2(), k=k)
-    want = ref.loop_index(acts, items, ref.pixel_l2_sim, k)
+    got = interp.interpretability_index(acts, items, interp.pixel_l2(), k=k, include_self_pairs=self_pairs)
+    want = ref.loop_index(acts, items, ref.pixel_l2_sim, k, include_self_pairs=self_pairs)
     np.testing.assert_allclose(got.scores, want, rtol=1e-5)
-    got = interp.interpretability_index(acts, labels, interp.label_agreement(4), k=k, unit_batch=2)
-    np.testing.assert_allclose(got.scores, ref.loop_index(acts, labels, ref.label_sim, k), atol=1e-6)
+    got = interp.interpretability_index(acts, labels, interp.label_agreement(4), k=k, unit_batch=2,
+                                        include_self_pairs=self_pairs)
+    want = ref.loop_index(acts, labels, ref.label_sim, k, include_self_pairs=self_pairs)
+    np.testing.assert_allclose(got.scores, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [2, 5, 9])
+def test_self_pairs_are_k_minus_one_over_k_of_distinct_pairs(data, k):
+    """Distances: II_all = (k-1)/k II_distinct; label agreement (self-similarity 1): + 1/k."""
+    items, acts, labels = data
+    for sim, table, self_sim in ((interp.pixel_l2(), items, 0.0), (interp.label_agreement(4), labels, 1.0)):
+        both = interp.interpretability_index(acts, table, sim, k=k).scores
+        distinct = interp.interpretability_index(acts, table, sim, k=k, include_self_pairs=False).scores
+        np.testing.assert_allclose(both, (k - 1) / k * distinct + self_sim / k, rtol=1e-5, atol=1e-6)
+        if self_sim == 0.0:
+            assert np.all(both > distinct)  # minus distances: the zero self-pairs raise the mean
 
 
 def test_index_from_embeddings_under_jit(data):
@@ -139,7 +154,8 @@ def test_index_from_embeddings_under_jit(data):
     top = interp.top_bottom_exemplars(acts, 5).top_indices
     emb = interp.embed_items(sim, items, top)
     f = jax.jit(lambda e: interp.index_from_embeddings(e, sim, unit_batch=3))
-    np.testing.assert_allclose(f(emb), ref.loop_index(acts, items, ref.pixel_l2_sim, 5), rtol=1e-5)
+    np.testing.assert_allclose(f(emb), ref.loop_index(acts, items, ref.pixel_l2_sim, 5, include_self_pairs=True),
+                               rtol=1e-5)
 
 
 def test_precomputed_embeddings_give_the_same_scores(data):
@@ -154,10 +170,63 @@ def test_precomputed_embeddings_give_the_same_scores(data):
 # -- 2AFC ----------------------------------------------------------------------------------------------
 
 
+def _paper_data(n=N, ties=False):
+    rng = np.random.default_rng(5)
+    items = rng.normal(size=(n, 3, 3, 2)).astype(np.float32)
+    acts = (np.tanh(items.reshape(n, -1) @ rng.normal(size=(18, 4))) + 0.1 * rng.normal(size=(n, 4)))
+    if ties:  # many equal responses, incl. at both ends of the kept range
+        acts = np.clip(np.round(acts, 1), -0.8, 0.8)
+    return items, acts.astype(np.float32), rng.integers(0, 3, size=n).astype(np.int32)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_paper_two_afc_matches_the_authors_construction(ties):
+    """Default psychophysics == a plain loop following Klindt et al.'s code (shuffled queries, per-trial z)."""
+    items, acts, labels = _paper_data(ties=ties)
+    want_px = ref.loop_two_afc_paper(acts, items, ref.pixel_l2_sim)  # [units, quantiles, trials]
+    want_lab = ref.loop_two_afc_paper(acts, labels, ref.label_sim)
+    for qi, q in enumerate(interp.PAPER_QUANTILES):
+        got = interp.psychophysics(acts, items, interp.pixel_l2(), q=q, unit_batch=3)
+        np.testing.assert_allclose(got.trial_probs, want_px[:, qi], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got.scores, want_px[:, qi].mean(1), rtol=0, atol=1e-6)
+        got = interp.psychophysics(acts, labels, interp.label_agreement(3), q=q)
+        np.testing.assert_allclose(got.trial_probs, want_lab[:, qi], rtol=0, atol=1e-6)
+
+
+def test_paper_queries_are_shuffled_and_differ_from_the_ranked_variant(data):
+    items, acts, _ = data
+    paper = interp.two_afc_stimuli(acts, 0.0)
+    ranked = interp.two_afc_stimuli(acts, 0.0, protocol="ranked")
+    top, bottom = interp.query_orders()
+    rng = np.random.RandomState(42)  # the authors: np.random.seed(42); choice(20, 20, replace=False) twice
+    np.testing.assert_array_equal(top, rng.choice(20, 20, replace=False))
+    np.testing.assert_array_equal(bottom, rng.choice(20, 20, replace=False))
+    np.testing.assert_array_equal(paper.queries[:, 0], ranked.queries[:, 0][:, top])
+    np.testing.assert_array_equal(paper.queries[:, 1], ranked.queries[:, 1][:, bottom])
+    np.testing.assert_array_equal(paper.references, ranked.references)  # no ties: same references
+    assert not np.array_equal(paper.queries, ranked.queries)
+    second = interp.two_afc_stimuli(acts, 0.25)  # q = 0.25 uses the authors' second pair of draws
+    np.testing.assert_array_equal(second.queries, interp.two_afc_stimuli(acts, 0.25, draw=1).queries)
+    assert not np.array_equal(second.queries, interp.two_afc_stimuli(acts, 0.25, draw=0).queries)
+    a = interp.psychophysics(acts, items, interp.pixel_l2(), q=0.25).scores
+    b = interp.psychophysics(acts, items, interp.pixel_l2(), q=0.25, protocol="ranked").scores
+    assert np.max(np.abs(a - b)) > 1e-3  # the two constructions are different tasks
+
+
+def test_paper_rule_needs_more_than_800_inputs_in_range():
+    items, acts, _ = _paper_data(n=801)
+    interp.psychophysics(acts, items, interp.pixel_l2())  # q = 0 keeps all 801
+    with pytest.raises(ValueError, match="at least 801"):
+        interp.psychophysics(acts[:800], items[:800], interp.pixel_l2())
+    interp.psychophysics(acts[:800], items[:800], interp.pixel_l2(), protocol="ranked")  # ranked: 400 suffice
+    with pytest.raises(ValueError, match="fewer than 801 inputs between their 0.25"):
+        interp.psychophysics(acts, items, interp.pixel_l2(), q=0.25)
+
+
 @pytest.mark.parametrize("q,zscore", [(0.0, "unit"), (0.25, "unit"), (0.25, "trial")])
 def test_two_afc_matches_loop_reference(data, q, zscore):
     items, acts, _ = data
-    got = interp.psychophysics(acts, items, interp.pixel_l2(), q=q, zscore=zscore, unit_batch=2)
+    got = interp.psychophysics(acts, items, interp.pixel_l2(), q=q, zscore=zscore, unit_batch=2, protocol="ranked")
     want, want_trials = ref.loop_two_afc(acts, items, ref.pixel_l2_sim, q=q, zscore=zscore)
     np.testing.assert_allclose(got.trial_probs, want_trials, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got.scores, want, rtol=1e-4, atol=1e-5)
@@ -166,7 +235,8 @@ def test_two_afc_matches_loop_reference(data, q, zscore):
 
 def test_two_afc_small_task_and_label_similarity(data):
     _, acts, labels = data
-    got = interp.psychophysics(acts, labels, interp.label_agreement(4), q=0.25, n_trials=5, n_refs=3)
+    got = interp.psychophysics(acts, labels, interp.label_agreement(4), q=0.25, n_trials=5, n_refs=3,
+                               protocol="ranked")
     want, _ = ref.loop_two_afc(acts, labels, ref.label_sim, q=0.25, n_trials=5, n_refs=3)
     np.testing.assert_allclose(got.scores, want, rtol=1e-5, atol=1e-6)
 
@@ -216,8 +286,8 @@ def test_all_equal_similarities_give_chance():
 def test_bad_input(data):
     items, acts, labels = data
     sim = interp.pixel_l2()
-    with pytest.raises(ValueError, match="`k` must be <= 900"):
-        interp.interpretability_index(acts, items, sim, k=901)
+    with pytest.raises(ValueError, match=f"`k` must be <= {N}"):
+        interp.interpretability_index(acts, items, sim, k=N + 1)
     with pytest.raises(ValueError, match="`k` must be >= 2"):
         interp.interpretability_index(acts, items, sim, k=1)
     const = acts.copy()
@@ -233,19 +303,25 @@ def test_bad_input(data):
     with pytest.raises(ValueError, match="rank 2"):
         interp.interpretability_index(acts[:, 0], items, sim)
     with pytest.raises(ValueError, match="at least 400"):
-        interp.psychophysics(acts[:399], items[:399], sim)
+        interp.psychophysics(acts[:399], items[:399], sim, protocol="ranked")
     with pytest.raises(ValueError, match="`q`"):
         interp.psychophysics(acts, items, sim, q=0.6)
-    with pytest.raises(ValueError, match="fewer than 400 inputs between"):
-        interp.psychophysics(np.concatenate([acts] * 1, 0), items, sim, q=0.3)
+    with pytest.raises(ValueError, match="fewer than 801 inputs between"):
+        interp.psychophysics(acts, items, sim, q=0.3)
+    with pytest.raises(ValueError, match="`protocol` must be one of"):
+        interp.psychophysics(acts, items, sim, protocol="zimmermann")
+    with pytest.raises(ValueError, match="`draw`"):
+        interp.query_orders(20, 42, -1)
+    with pytest.raises(TypeError, match="`include_self_pairs`"):
+        interp.interpretability_index(acts, items, sim, include_self_pairs="yes")
     with pytest.raises(ValueError, match="do not match"):
         interp.two_afc_from_embeddings(jnp.zeros((3, 2, 20, 8)), jnp.zeros((3, 2, 20, 9, 7)), sim)
     with pytest.raises(ValueError, match="rank 3"):
         interp.index_from_embeddings(jnp.zeros((3, 8)), sim)
     with pytest.raises(ValueError, match="at least 2 exemplars"):
         interp.index_from_embeddings(jnp.zeros((3, 1, 8)), sim)
-    with pytest.raises(ValueError, match=r"`indices` must lie in \[0, 900\)"):
-        interp.index_of_exemplars(np.full((2, 5), 900), items, sim)
+    with pytest.raises(ValueError, match=rf"`indices` must lie in \[0, {N}\)"):
+        interp.index_of_exemplars(np.full((2, 5), N), items, sim)
     with pytest.raises(ValueError, match="NaN"):
         interp.top_bottom_exemplars(np.full((5, 2), np.nan, np.float32), 2)
     with pytest.raises(ValueError, match="mean-colour"):
@@ -275,3 +351,59 @@ def test_unit_counts_in_one_bucket_share_one_compilation(data):
     for units in (6, 7, 8):  # padded to the same power of two: no new trace
         interp.index_from_embeddings(np.concatenate([emb] * 2)[:units], sim)
     assert index_module._index_jit._cache_size() == before
+
+
+# -- bad values: NaN, inf, half precision -------------------------------------------------------------
+
+
+def test_nan_or_inf_items_raise_naming_items(data):
+    items, acts, _ = data
+    sim = interp.pixel_l2()
+    top = int(np.argmax(acts[:, 0]))
+    bad = items.copy()
+    bad[top, 0, 0, 0] = np.nan  # one top exemplar of unit 0
+    with pytest.raises(ValueError, match=rf"`items`: 1 item\(s\) have NaN or infinite 'pixel_l2' embeddings.*\[{top}\]"):
+        interp.interpretability_index(acts, bad, sim)
+    with pytest.raises(ValueError, match="`items`.*NaN or infinite"):
+        interp.psychophysics(acts, np.full_like(items, np.nan), sim)  # not a chance score of 0.5
+    bad[top, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="`items`"):
+        interp.psychophysics(acts, bad, sim)
+    with pytest.raises(ValueError, match="`items`"):
+        interp.embed_items(interp.mean_colour_l2(), bad, np.arange(N))
+    # a NaN item nobody looks at changes nothing
+    far = int(np.argsort(np.abs(acts).max(1))[0])
+    ok = items.copy()
+    ok[far] = np.nan
+    bottom_or_top = set(interp.top_bottom_exemplars(acts, 5).top_indices.ravel())
+    assert far not in bottom_or_top
+    np.testing.assert_array_equal(interp.interpretability_index(acts, ok, sim).scores,
+                                  interp.interpretability_index(acts, items, sim).scores)
+
+
+def test_nan_or_inf_acts_raise_naming_acts(data):
+    items, acts, _ = data
+    for value in (np.nan, np.inf, -np.inf):
+        bad = acts.copy()
+        bad[3, 1] = value
+        with pytest.raises(ValueError, match="`acts` contains 1 NaN or infinite"):
+            interp.interpretability_index(bad, items, interp.pixel_l2())
+        with pytest.raises(ValueError, match="`acts` contains 1 NaN or infinite"):
+            interp.psychophysics(bad, items, interp.pixel_l2())
+    with pytest.raises(TypeError, match="`acts` must have a floating dtype"):
+        interp.psychophysics(acts.astype(np.int32), items, interp.pixel_l2())
+
+
+@pytest.mark.parametrize("dtype", [np.float16, jnp.bfloat16])
+def test_half_precision_is_computed_in_float32(data, dtype):
+    """float16/bfloat16 acts and items give the float32 result of the same (rounded) values."""
+    items, acts, _ = data
+    sim = interp.pixel_l2()
+    a_half, x_half = acts.astype(dtype), items.astype(dtype)
+    a32, x32 = a_half.astype(np.float32), x_half.astype(np.float32)
+    got = interp.interpretability_index(a_half, x_half, sim)
+    assert got.scores.dtype == np.float32
+    np.testing.assert_array_equal(got.scores, interp.interpretability_index(a32, x32, sim).scores)
+    varying = interp.varying_units(a32)
+    np.testing.assert_array_equal(interp.psychophysics(a_half[:, varying], x_half, sim).scores,
+                                  interp.psychophysics(a32[:, varying], x32, sim).scores)

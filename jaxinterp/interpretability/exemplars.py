@@ -31,6 +31,11 @@ ResponseFn = Callable[[Any], Array]
 #: The in-silico 2AFC of Zimmermann et al. (2023): 20 trials, 9 references per side.
 N_TRIALS = 20
 N_REFS = 9
+#: Klindt et al.'s code: difficulty quantiles, in the order their query shuffles are drawn, and seed.
+PAPER_QUANTILES = (0.0, 0.25)
+PAPER_SEED = 42
+#: How the 2AFC trials are built: the authors' construction, or the unshuffled ranked variant.
+PROTOCOLS = ("paper", "ranked")
 
 
 class Exemplars(NamedTuple):
@@ -57,6 +62,9 @@ class TwoAFCStimuli(NamedTuple):
         ``trials + trials*j + t`` from the top), ``[:, 1]`` the bottom ones (same ranks from
         the bottom).
       lower, upper: ``[units]`` the response range kept (the ``q`` and ``1-q`` quantiles).
+
+    With the paper protocol the queries are shuffled: ``queries[:, s, t]`` is the query of trial
+    ``t`` (not necessarily the one of rank ``t``); references are never shuffled.
     """
 
     queries: np.ndarray
@@ -65,19 +73,32 @@ class TwoAFCStimuli(NamedTuple):
     upper: np.ndarray
 
 
-def check_acts(acts, name: str = "acts", *, min_inputs: int = 1) -> np.ndarray:
-    """Validate a response matrix ``[n_inputs, n_units]`` and return it as a float32 numpy array.
+def as_float_array(x, name: str, dtype=np.float32) -> np.ndarray:
+    """``x`` as a numpy array of ``dtype``, accepting every floating dtype including the half ones.
 
-    Raises ValueError for a wrong rank, too few inputs, non-finite values, or units whose response
-    is constant over the inputs (they have no exemplars to rank), naming those units.
+    float16 and bfloat16 inputs are computed in float32 (and the results returned in float32):
+    the policy of this subpackage. Raises TypeError for a non-floating ``x``.
+    """
+    arr = np.asarray(x)
+    if arr.dtype.name != "bfloat16":  # ml_dtypes' bfloat16 is not a numpy floating subtype
+        check_floating(arr, name)
+    return arr.astype(dtype)
+
+
+def check_acts(acts, name: str = "acts", *, min_inputs: int = 1, dtype=np.float32) -> np.ndarray:
+    """Validate a response matrix ``[n_inputs, n_units]`` and return it as a numpy array of ``dtype``.
+
+    Half-precision inputs (float16, bfloat16) are accepted and converted. Raises ValueError for a
+    wrong rank, too few inputs, NaN or infinite values, or units whose response is constant over
+    the inputs (they have no exemplars to rank), naming those units; TypeError for a non-floating
+    dtype.
     """
     check_rank(acts, name, 2)
-    check_floating(acts, name)
-    check_finite(acts, name)
-    n = int(np.shape(acts)[0])
+    a = as_float_array(acts, name, dtype)
+    check_finite(a, name)
+    n = int(a.shape[0])
     if n < min_inputs:
         raise ValueError(f"`{name}` has {n} inputs (rows); at least {min_inputs} are needed.")
-    a = np.asarray(acts, np.float32)
     check_unit_ranges(a.min(0), a.max(0), name)
     return a
 
@@ -171,25 +192,97 @@ def _check_2afc_args(q, n_trials, n_refs):
     return q, check_positive_int(n_trials, "n_trials"), check_positive_int(n_refs, "n_refs")
 
 
-def two_afc_stimuli(acts, q: float = 0.0, *, n_trials: int = N_TRIALS, n_refs: int = N_REFS) -> TwoAFCStimuli:
+def query_orders(n_trials: int = N_TRIALS, seed: int = PAPER_SEED, draw: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded query shuffles of the authors' 2AFC: ``(top order [T], bottom order [T])``.
+
+    Klindt et al.'s code seeds numpy's legacy generator with ``seed`` for every unit and, for each
+    difficulty quantile in turn, draws one permutation of the ``T`` top queries and then one of
+    the ``T`` bottom queries. ``draw`` selects the pair: 0 for the first quantile (``q = 0``),
+    1 for the second (``q = 0.25``).
+
+    Args:
+      n_trials: number of trials ``T``.
+      seed: the generator's seed (the authors use 42).
+      draw: how many pairs of permutations to skip.
+
+    Returns:
+      Two int arrays ``[T]``: trial ``t`` uses the top query of rank ``top[t]`` and the bottom
+      query of rank ``bottom[t]``.
+    """
+    n_trials = check_positive_int(n_trials, "n_trials")
+    if isinstance(draw, bool) or not isinstance(draw, (int, np.integer)) or draw < 0:
+        raise ValueError(f"`draw` must be an int >= 0; got {draw!r}.")
+    rs = np.random.RandomState(seed)
+    for _ in range(2 * int(draw)):
+        rs.permutation(n_trials)
+    return rs.permutation(n_trials), rs.permutation(n_trials)
+
+
+def _paper_draw(q: float, draw: int | None) -> int:
+    """The authors' draw index for quantile ``q``: its position in ``PAPER_QUANTILES`` (else 0)."""
+    if draw is not None:
+        return draw
+    return PAPER_QUANTILES.index(q) if q in PAPER_QUANTILES else 0
+
+
+def _ranked_paper(a: np.ndarray, q: float, need: int) -> tuple[np.ndarray, ...]:
+    """The authors' ranking of every column of ``a [n, units]`` (float64).
+
+    Keeps inputs between the float64 ``q`` and ``1-q`` quantiles (linear interpolation); the
+    bottom ranks are the stable ascending order, the top ranks that order reversed (so ties go
+    to the earlier input at the bottom and to the later input at the top).
+    Returns ``(top [units, need], bottom [units, need], lower [units], upper [units], kept [units])``.
+    """
+    lo, hi = np.quantile(a, q, axis=0), np.quantile(a, 1.0 - q, axis=0)
+    keep = (a >= lo) & (a <= hi)
+    bottom = np.argsort(np.where(keep, a, np.inf), axis=0, kind="stable")[:need].T
+    top = np.argsort(np.where(keep, a, -np.inf), axis=0, kind="stable")[::-1][:need].T
+    return top, bottom, lo, hi, keep.sum(0)
+
+
+def two_afc_stimuli(acts, q: float = 0.0, *, n_trials: int = N_TRIALS, n_refs: int = N_REFS,
+                    protocol: str = "paper", seed: int = PAPER_SEED, draw: int | None = None) -> TwoAFCStimuli:
     """Queries and references of the in-silico 2AFC task for every unit (in memory).
 
     Inputs whose response lies between the unit's ``q`` and ``1-q`` quantiles are kept and
     sorted; the ``n_trials`` most and least activating are the queries, and trial ``t`` uses the
     inputs at ranks ``n_trials + n_trials*j + t`` (``j < n_refs``) from each end as references.
 
+    ``protocol="paper"`` (default) builds the task as Klindt et al.'s code does: quantiles in
+    float64; more than ``4 * n_trials * (1 + n_refs)`` inputs (800) must lie in the range
+    ("twice as many as needed"); ranks from numpy's ascending argsort, reversed for the top;
+    and the queries shuffled with a fixed seed (``query_orders(n_trials, seed, draw)``), so
+    trial ``t`` pairs the top query of rank ``top[t]`` and the bottom query of rank
+    ``bottom[t]`` with the references of trial ``t``. ``draw=None`` takes the authors' draw for
+    ``q`` (0 for ``q = 0``, 1 for ``q = 0.25``).
+
+    ``protocol="ranked"`` is the unshuffled variant: trial ``t`` uses the ``t``-th query of each
+    side, float32 quantiles, ties broken by the earlier input at both ends, and at least
+    ``2 * n_trials * (1 + n_refs)`` inputs (400) in the range (the streamed version builds it).
+
     Args:
-      acts: ``[n_inputs, n_units]`` responses (no constant units).
+      acts: ``[n_inputs, n_units]`` responses (no constant units; float16/bfloat16 accepted).
       q: difficulty quantile in ``[0, 0.5)`` (Zimmermann et al.: 0 and 0.25).
       n_trials: trials (queries per side).
       n_refs: references per side and trial.
+      protocol: ``"paper"`` or ``"ranked"``.
+      seed, draw: the query shuffle of the paper protocol (ignored by ``"ranked"``).
 
     Returns:
-      ``TwoAFCStimuli``. Raises ValueError when a unit keeps fewer than
-      ``2 * n_trials * (1 + n_refs)`` inputs, so the two ends would overlap.
+      ``TwoAFCStimuli``. Raises ValueError when a unit keeps too few inputs.
     """
     q, n_trials, n_refs = _check_2afc_args(q, n_trials, n_refs)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"`protocol` must be one of {PROTOCOLS}; got {protocol!r}.")
     need = n_trials * (1 + n_refs)
+    if protocol == "paper":
+        a = check_acts(acts, min_inputs=4 * need + 1, dtype=np.float64)
+        ti, bi, lo, hi, kept = _ranked_paper(a, q, need)
+        _check_kept(kept, 4 * need + 1, q)
+        stim = _stimuli(ti, bi, lo, hi, n_trials, n_refs)
+        top_order, bottom_order = query_orders(n_trials, seed, _paper_draw(q, draw))
+        queries = np.stack([stim.queries[:, 0, top_order], stim.queries[:, 1, bottom_order]], axis=1)
+        return stim._replace(queries=queries)
     a = check_acts(acts, min_inputs=2 * need)
     units = a.shape[1]
     lo, hi, kept = (np.asarray(v)[:units] for v in jax.device_get(_bounds_jit(_pad_columns(a), q)))
@@ -203,8 +296,8 @@ def _check_kept(kept: np.ndarray, need: int, q: float) -> None:
     if short.size:
         shown = ", ".join(str(i) for i in short[:10]) + (" ..." if short.size > 10 else "")
         raise ValueError(f"{short.size} unit(s) keep fewer than {need} inputs between their {q} and {1 - q} "
-                         f"quantiles (needed for non-overlapping queries and references): units [{shown}]; "
-                         f"use more inputs.")
+                         f"quantiles (the paper protocol needs more than 4 * n_trials * (1 + n_refs), the ranked "
+                         f"one 2 * n_trials * (1 + n_refs)): units [{shown}]; use more inputs.")
 
 
 def _nearest_scores(a: Array, targets: Array) -> Array:

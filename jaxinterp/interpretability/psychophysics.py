@@ -2,14 +2,21 @@
 
 For each unit and trial ``t``, an observer sees 9 top references (inputs at ranks
 ``20 + 20j + t`` from the top of the kept range), 9 bottom references (same ranks from the
-bottom) and two queries (the ``t``-th most and ``t``-th least activating inputs) and must say which
-query is the top one. The simulated observer compares with a similarity function:
+bottom) and two queries (one of the 20 most and one of the 20 least activating inputs) and must
+say which query is the top one. The simulated observer compares with a similarity function:
 
   logit(choice A is top) = mean_j z(sim(top_ref_j, A)) + mean_j z(sim(bottom_ref_j, B)),
 
-and the swapped expression for the other choice; similarities are z-scored (per unit over all its
-trials by default) and the choice is a softmax over the two logits. The score of a unit is the
-probability of the correct choice averaged over its trials (0.5 = chance). Vectorised over units.
+and the swapped expression for the other choice; the choice is a softmax over the two logits.
+The score of a unit is the probability of the correct choice averaged over its trials (0.5 =
+chance). Vectorised over units.
+
+By default (``protocol="paper"``) the task is built as in Klindt et al.'s code
+(david-klindt/Superposition, ``psychophysics/psychophysics.py``): the 20 queries of each side
+are shuffled with a fixed seed (separately for top and bottom), similarities are z-scored
+within each trial (its 18 x 2 block), quantiles are taken in float64, and more than 800 inputs
+must lie in the range. ``protocol="ranked"`` keeps the unshuffled variant (query ``t`` with the
+references of trial ``t``, z-scores over all trials of a unit).
 """
 
 from __future__ import annotations
@@ -21,7 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp._validation import check_positive_int, check_rank
-from jaxinterp.interpretability.exemplars import N_REFS, N_TRIALS, TwoAFCStimuli, two_afc_stimuli
+from jaxinterp.interpretability.exemplars import (
+    N_REFS,
+    N_TRIALS,
+    PAPER_SEED,
+    PROTOCOLS,
+    TwoAFCStimuli,
+    two_afc_stimuli,
+)
 from jaxinterp.interpretability.similarity import Similarity, embed_items, pad_units
 
 Array = jax.Array
@@ -65,15 +79,16 @@ _trial_probs_jit = jax.jit(_trial_probs_impl, static_argnums=(2, 3, 4))
 
 
 def two_afc_from_embeddings(query_embeddings: Array, reference_embeddings: Array, similarity: Similarity, *,
-                            zscore: str = "unit", unit_batch: int = 16) -> Array:
+                            zscore: str = "trial", unit_batch: int = 16) -> Array:
     """Per-trial probabilities of the correct choice from embedded stimuli.
 
     Args:
       query_embeddings: ``[units, 2, trials, e]`` (side 0: top query, side 1: bottom query).
       reference_embeddings: ``[units, 2, trials, refs, e]`` (side 0: top references).
       similarity: supplies ``compare``.
-      zscore: ``"unit"`` (z-score a unit's similarities over all its trials) or ``"trial"``
-        (within each trial). Where all similarities are equal the z-scores are 0 (chance).
+      zscore: ``"trial"`` (z-score within each trial's ``2 x 2 refs`` block, the authors'
+        choice) or ``"unit"`` (over all trials of a unit). Where all similarities are equal the
+        z-scores are 0 (chance).
       unit_batch: units per vectorised step (memory ``unit_batch * 4 * trials * refs * e``).
 
     Returns:
@@ -94,7 +109,7 @@ def two_afc_from_embeddings(query_embeddings: Array, reference_embeddings: Array
     return out if isinstance(out, jax.core.Tracer) else np.asarray(out)[:units]
 
 
-def two_afc_of_stimuli(stimuli: TwoAFCStimuli, items, similarity: Similarity, *, zscore: str = "unit",
+def two_afc_of_stimuli(stimuli: TwoAFCStimuli, items, similarity: Similarity, *, zscore: str = "trial",
                        unit_batch: int = 16, embed_batch: int = 1024) -> TwoAFCResult:
     """2AFC scores of every unit given its stimuli (``two_afc_stimuli`` or the streamed version).
 
@@ -117,38 +132,57 @@ def two_afc_of_stimuli(stimuli: TwoAFCStimuli, items, similarity: Similarity, *,
     return TwoAFCResult(probs.mean(axis=1), probs, stimuli)
 
 
-def psychophysics(acts, items, similarity: Similarity, *, q: float = 0.0, n_trials: int = N_TRIALS,
-                  n_refs: int = N_REFS, zscore: str = "unit", unit_batch: int = 16,
+def psychophysics(acts, items, similarity: Similarity, *, q: float = 0.0, protocol: str = "paper",
+                  seed: int = PAPER_SEED, draw: int | None = None, n_trials: int = N_TRIALS,
+                  n_refs: int = N_REFS, zscore: str | None = None, unit_batch: int = 16,
                   embed_batch: int = 1024) -> TwoAFCResult:
     """In-silico 2AFC score of every unit (column) of ``acts``.
 
     Args:
-      acts: ``[n, units]`` responses to ``n`` inputs; ``n >= 2 * n_trials * (1 + n_refs)``
-        (400 for the defaults) inside each unit's ``[q, 1-q]`` quantile range.
-      items: ``[n, ...]`` the inputs as the similarity sees them.
+      acts: ``[n, units]`` responses to ``n`` inputs; more than ``4 * n_trials * (1 + n_refs)``
+        (800 for the defaults; ``"ranked"``: at least 400) inside each unit's ``[q, 1-q]``
+        quantile range. float16/bfloat16 are computed in float32 (float64 for the quantiles).
+      items: ``[n, ...]`` the inputs as the similarity sees them (finite).
       similarity: a ``Similarity``.
       q: difficulty quantile (0: extremes; 0.25: the harder task).
+      protocol: ``"paper"`` (Klindt et al.'s construction, the default) or ``"ranked"``; see
+        ``two_afc_stimuli``.
+      seed, draw: the paper protocol's query shuffle (``query_orders``); ``draw=None`` takes the
+        authors' draw for ``q``.
       n_trials: trials per unit (20).
       n_refs: references per side (9).
-      zscore, unit_batch, embed_batch: see ``two_afc_of_stimuli``.
+      zscore: ``"trial"`` or ``"unit"``; None takes the protocol's (paper: ``"trial"``, ranked:
+        ``"unit"``).
+      unit_batch, embed_batch: see ``two_afc_of_stimuli``.
 
     Returns:
       ``TwoAFCResult`` (``scores [units]`` in ``(0, 1)``; 0.5 is chance).
+
+    Raises:
+      ValueError: NaN/inf in ``acts`` or in the embeddings of the stimuli drawn from ``items``,
+        too few inputs in range, mismatched lengths, constant units, an unknown ``protocol``.
     """
     check_rank(acts, "acts", 2)
     n = int(np.shape(acts)[0])
     if int(np.shape(items)[0]) != n:
         raise ValueError(f"`items` must have one row per row of `acts` ({n}); got shape {tuple(np.shape(items))}.")
-    stimuli = two_afc_stimuli(acts, q, n_trials=n_trials, n_refs=n_refs)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"`protocol` must be one of {PROTOCOLS}; got {protocol!r}.")
+    if zscore is None:
+        zscore = "trial" if protocol == "paper" else "unit"
+    stimuli = two_afc_stimuli(acts, q, n_trials=n_trials, n_refs=n_refs, protocol=protocol, seed=seed, draw=draw)
     return two_afc_of_stimuli(stimuli, items, similarity, zscore=zscore, unit_batch=unit_batch,
                               embed_batch=embed_batch)
 
 
 def max_score() -> float:
-    """The largest attainable mean 2AFC probability under per-unit z-scoring: ``sigmoid(4)``.
+    """The largest attainable mean 2AFC probability (per-trial or per-unit z-scores): ``sigmoid(4)``.
 
-    The logit difference of a trial is a signed mean of z-scores with weights ``+-1/n_refs``;
-    averaged over trials (any numbers of trials and references) its maximum under zero mean and unit variance is 4, reached when
-    same-side similarities are all equal and above all equal cross-side ones.
+    The logit difference of a trial is a signed mean of z-scores with weights ``+-1/n_refs``
+    (``4 * n_refs`` of them, summing to 0, norm ``2 / sqrt(n_refs)``). Under zero mean and unit
+    variance over a trial's ``4 * n_refs`` z-scores (or over all trials' z-scores, averaging the
+    trials) its maximum is ``sqrt(4 * n_refs) * 2 / sqrt(n_refs) = 4``, for any numbers of trials
+    and references; it is reached when same-side similarities are all equal and above all equal
+    cross-side ones.
     """
     return float(jax.nn.sigmoid(4.0))

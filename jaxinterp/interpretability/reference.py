@@ -35,14 +35,57 @@ def lpips_sim(feats_x: list[np.ndarray], feats_y: list[np.ndarray], eps: float =
     return -total
 
 
-def loop_index(acts: np.ndarray, items, sim: PairSim, k: int = 5) -> np.ndarray:
-    """II of every column of ``acts [n, units]``: mean ``sim`` over ordered pairs of its top-k inputs."""
+def loop_index(acts: np.ndarray, items, sim: PairSim, k: int = 5, include_self_pairs: bool = False) -> np.ndarray:
+    """II of every column of ``acts [n, units]``: mean ``sim`` over ordered pairs of its top-k inputs.
+
+    ``include_self_pairs`` averages all ``k x k`` pairs (the authors' II), else the distinct ones.
+    """
     acts = np.asarray(acts)
     out = np.zeros(acts.shape[1])
     for u in range(acts.shape[1]):
         top = np.argsort(-acts[:, u], kind="stable")[:k]
-        vals = [sim(items[i], items[j]) for i in top for j in top if i != j]
+        vals = [sim(items[i], items[j]) for i in top for j in top if include_self_pairs or i != j]
         out[u] = np.mean(vals)
+    return out
+
+
+def loop_two_afc_paper(acts: np.ndarray, items, sim: PairSim, quantiles=(0.0, 0.25), n_trials: int = 20,
+                       n_refs: int = 9, seed: int = 42) -> np.ndarray:
+    """Klindt et al.'s 2AFC construction, unit by unit and trial by trial.
+
+    Per unit: one legacy numpy generator seeded with ``seed``; for each quantile in order, keep
+    the inputs between the float64 ``q`` and ``1-q`` quantiles (more than
+    ``4 * n_trials * (n_refs + 1)`` of them), rank them by ascending argsort (stable) and its
+    reversal, draw a permutation of the top queries and then one of the bottom queries, and for
+    trial ``t`` compare the queries with the references at ranks ``n_trials + n_trials*j + t``,
+    z-scoring the trial's ``[2 n_refs, 2]`` similarity block (a zero std counts as 1).
+
+    Returns:
+      ``[units, len(quantiles), n_trials]`` probabilities of the correct choice.
+    """
+    acts = np.asarray(acts, np.float64)
+    out = np.zeros((acts.shape[1], len(quantiles), n_trials))
+    for u in range(acts.shape[1]):
+        rs = np.random.RandomState(seed)
+        a = acts[:, u]
+        for qi, q in enumerate(quantiles):
+            keep = np.flatnonzero((a >= np.quantile(a, q)) & (a <= np.quantile(a, 1 - q)))
+            if len(keep) <= n_trials * (n_refs + 1) * 2 * 2:
+                raise ValueError("not enough inputs in the quantile range")
+            bottom = keep[np.argsort(a[keep], kind="stable")]
+            top = bottom[::-1]
+            q_top = top[:n_trials][rs.choice(n_trials, n_trials, replace=False)]
+            q_bottom = bottom[:n_trials][rs.choice(n_trials, n_trials, replace=False)]
+            ranks = n_trials + np.arange(n_refs) * n_trials
+            for t in range(n_trials):
+                refs = list(top[ranks + t]) + list(bottom[ranks + t])
+                s = np.array([[sim(items[r], items[qq]) for qq in (q_top[t], q_bottom[t])] for r in refs])
+                s = s - s.mean()
+                sd = s.std()
+                s = s / (1.0 if sd == 0 else sd)
+                pick_top = s[:n_refs, 0].mean() + s[n_refs:, 1].mean()
+                pick_bottom = s[:n_refs, 1].mean() + s[n_refs:, 0].mean()
+                out[u, qi, t] = 1.0 / (1.0 + np.exp(pick_bottom - pick_top))
     return out
 
 

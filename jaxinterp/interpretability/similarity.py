@@ -193,7 +193,11 @@ def embed_items(similarity: Similarity, items, indices, *, batch_size: int = 102
       batch_size: items embedded per call.
 
     Returns:
-      ``[*s, e]`` float32 embeddings (a numpy array).
+      ``[*s, e]`` float32 embeddings (a numpy array); half-precision items are embedded in float32.
+
+    Raises:
+      ValueError: an index outside ``[0, n)``, or an item whose embedding is NaN or infinite
+        (a score computed from it would be NaN or meaningless).
     """
     batch_size = check_positive_int(batch_size, "batch_size")
     idx = np.asarray(indices)
@@ -216,7 +220,19 @@ def embed_items(similarity: Similarity, items, indices, *, batch_size: int = 102
         chunks.append(np.asarray(embed(jnp.asarray(batch)))[: len(sel)])
     table = np.concatenate(chunks, axis=0)
     check_rank(table, "similarity.embed(items)", 2)
+    _check_finite_rows(table, uniq, similarity.name)
     return table[inverse].reshape(*idx.shape, table.shape[-1])
+
+
+def _check_finite_rows(table: np.ndarray, item_indices: np.ndarray, name: str) -> None:
+    """Raise ValueError naming ``items`` (and the offending indices) if an embedding is NaN/inf."""
+    bad = ~np.all(np.isfinite(table), axis=1)
+    if np.any(bad):
+        idx = item_indices[bad]
+        shown = ", ".join(str(int(i)) for i in idx[:10]) + (" ..." if idx.size > 10 else "")
+        raise ValueError(f"`items`: {idx.size} item(s) have NaN or infinite {name!r} embeddings (NaN or inf in the "
+                         f"items, or an overflow in the similarity's features): items [{shown}]. Clean them or "
+                         f"drop them first.")
 
 
 def bucket_size(n: int) -> int:
