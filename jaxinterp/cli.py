@@ -104,7 +104,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config: type[StudyConf
         optional, tp = _is_optional(hints[f.name])
         d, q = getattr(default, f.name), getattr(quick, f.name)
         shown = f"default {d!r}" + (f"; quick {q!r}" if q != d else "")
-        help_text = f"{docs.get(f.name, '')} ({shown})".strip().replace("%", "%%")
+        help_text = f"{docs.get(f.name, '').rstrip('.')} ({shown})".strip().replace("%", "%%")
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text, "dest": f.name}
         if tp is bool:
             group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
