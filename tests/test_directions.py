@@ -11,7 +11,11 @@ from sklearn.decomposition import NMF, PCA, FastICA
 from sklearn.decomposition import sparse_encode as sk_sparse_encode
 from sklearn.decomposition._nmf import _initialize_nmf
 
-from jaxinterp import directions as D
+from jaxinterp import directions as jd
+
+
+def _key(seed=0):
+    return jax.random.key(seed)
 
 
 @pytest.fixture(scope="module")
@@ -25,59 +29,66 @@ def blobs():
 
 @pytest.mark.parametrize("n_init", [1, 5])
 def test_kmeans_inertia_within_one_percent_of_sklearn(blobs, n_init):
-    ours = D.kmeans(0, blobs, 15, n_init=n_init)
+    ours = jd.fit(jd.kmeans(15, n_init=n_init), blobs, key=_key())
     sk = KMeans(15, n_init=n_init, random_state=0).fit(blobs)
-    assert float(ours.inertia) <= 1.01 * sk.inertia_
+    assert float(ours.info["inertia"]) <= 1.01 * sk.inertia_
     # our reported inertia is the true objective of our centres
-    d2 = ((blobs[:, None, :] - np.asarray(ours.centers)[None]) ** 2).sum(-1)
-    np.testing.assert_allclose(float(ours.inertia), d2.min(1).sum(), rtol=1e-4)
-    np.testing.assert_array_equal(np.asarray(ours.labels), d2.argmin(1))
+    d2 = ((blobs[:, None, :] - np.asarray(ours.components)[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(float(ours.info["inertia"]), d2.min(1).sum(), rtol=1e-4)
+    # codes are one-hot on the nearest centre
+    np.testing.assert_array_equal(np.asarray(ours.codes(blobs)).argmax(1), d2.argmin(1))
 
 
 def test_kmeans_best_of_inits_never_worse_than_one(blobs):
-    one = D.kmeans(3, blobs, 15, n_init=1)
-    many = D.kmeans(3, blobs, 15, n_init=5)
-    assert float(many.inertia) <= float(one.inertia) * (1 + 1e-6)
+    one = jd.fit(jd.kmeans(15, n_init=1), blobs, key=_key(3))
+    many = jd.fit(jd.kmeans(15, n_init=5), blobs, key=_key(3))
+    assert float(many.info["inertia"]) <= float(one.info["inertia"]) * (1 + 1e-6)
 
 
 def test_kmeans_same_key_same_result(blobs):
-    a = D.kmeans(jax.random.key(7), blobs, 15)
-    b = D.kmeans(jax.random.key(7), blobs, 15)
-    np.testing.assert_array_equal(np.asarray(a.centers), np.asarray(b.centers))
+    a = jd.fit(jd.kmeans(15), blobs, key=_key(7))
+    b = jd.fit(jd.kmeans(15), blobs, key=_key(7))
+    np.testing.assert_array_equal(np.asarray(a.components), np.asarray(b.components))
 
 
 def test_kmeans_plusplus_picks_distinct_rows(blobs):
-    c = np.asarray(D.kmeans_plusplus(jax.random.key(0), blobs, 15))
+    c = np.asarray(jd.kmeans_plusplus(blobs, 15, key=_key()))
     # every centre is a data row, and no row is chosen twice
     idx = [np.flatnonzero((blobs == r).all(1))[0] for r in c]
     assert len(set(idx)) == 15
 
 
 def test_minibatch_kmeans_close_to_sklearn(blobs):
-    ours = D.minibatch_kmeans(0, blobs, 15, batch_size=256, n_steps=400)
+    ours = jd.fit(jd.minibatch_kmeans(15, batch_size=256, steps=400), blobs, key=_key())
     sk = MiniBatchKMeans(15, batch_size=256, n_init=1, random_state=0, max_iter=100).fit(blobs)
-    sk_inertia = ((blobs[:, None] - sk.cluster_centers_[None]) ** 2).sum(-1).min(1).sum()
-    assert float(ours.inertia) <= 1.05 * sk_inertia
+
+    def inertia(c):
+        return ((blobs[:, None] - c[None]) ** 2).sum(-1).min(1).sum()
+
+    assert inertia(np.asarray(ours.components)) <= 1.05 * inertia(sk.cluster_centers_)
+    assert float(ours.info["counts"].sum()) == 400 * 256
 
 
 def test_cosine_kmeans_objective_beats_normalised_sklearn(blobs):
     """Spherical K-means: sum(1 - cos) no worse than sklearn KMeans on unit rows (centres normalised)."""
     xn = blobs / np.linalg.norm(blobs, axis=1, keepdims=True)
-    ours = D.kmeans(0, blobs, 15, cosine=True, n_init=3)
+    ours = jd.fit(jd.kmeans(15, cosine=True, n_init=3), blobs, key=_key())
     sk = KMeans(15, n_init=3, random_state=0).fit(xn)
     c = sk.cluster_centers_ / np.linalg.norm(sk.cluster_centers_, axis=1, keepdims=True)
     sk_obj = (1 - (xn @ c.T).max(1)).sum()
-    assert float(ours.inertia) <= 1.01 * sk_obj
-    np.testing.assert_allclose(np.linalg.norm(np.asarray(ours.centers), axis=1), 1.0, atol=1e-5)
+    assert float(ours.info["inertia"]) <= 1.01 * sk_obj
+    ours_c = np.asarray(ours.components)
+    np.testing.assert_allclose(float(ours.info["inertia"]), (1 - (xn @ ours_c.T).max(1)).sum(), rtol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(ours_c, axis=1), 1.0, atol=1e-5)
 
 
 def test_kmeans_directions_encode_and_codes(blobs):
-    d = D.fit_kmeans(0, blobs, 15, cosine=True)
+    d = jd.fit(jd.kmeans(15, cosine=True), blobs, key=_key())
     xn = blobs / np.linalg.norm(blobs, axis=1, keepdims=True)
     np.testing.assert_allclose(np.asarray(d.encode(blobs)), xn @ np.asarray(d.components).T, atol=1e-5)
     codes = np.asarray(d.codes(blobs))
     assert ((codes != 0).sum(1) <= 1).all()
-    dist = D.fit_kmeans(0, blobs, 15, cosine=False, response="distance")
+    dist = jd.fit(jd.kmeans(15, response="distance"), blobs, key=_key())
     ref = -np.sqrt(((blobs[:, None] - np.asarray(dist.components)[None]) ** 2).sum(-1))
     np.testing.assert_allclose(np.asarray(dist.encode(blobs)), ref, rtol=1e-3, atol=1e-2)
     # plain K-means reconstructs each sample by its centroid
@@ -92,31 +103,32 @@ def test_kmeans_directions_encode_and_codes(blobs):
 def test_pca_matches_sklearn_up_to_sign(method):
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(600, 15)) @ rng.normal(size=(15, 15)) + 3.0).astype(np.float32)
-    ours = D.pca(x, 6, method=method)
+    ours = jd.fit(jd.pca(6, method=method), x, key=_key())
     sk = PCA(6).fit(x)
     comps = np.asarray(ours.components)
     signs = np.sign((comps * sk.components_).sum(1))
     np.testing.assert_allclose(comps * signs[:, None], sk.components_, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(ours.explained_variance), sk.explained_variance_, rtol=1e-4)
-    np.testing.assert_allclose(np.asarray(ours.mean), sk.mean_, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ours.info["explained_variance"]), sk.explained_variance_, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(ours.center), sk.mean_, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ours.encode(x)) * signs, sk.transform(x), rtol=1e-3, atol=1e-3)
 
 
 def test_pca_from_moments_equals_pca():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(500, 8)).astype(np.float32) @ np.diag(np.arange(1, 9)).astype(np.float32)
-    full = D.pca(x, 4)
+    full = jd.fit(jd.pca(4), x, key=_key())
     mean = x.mean(0)
     cov = np.cov(x, rowvar=False).astype(np.float32)
-    mom = D.pca_from_moments(500, mean, cov, 4)
+    mom = jd.pca_from_moments(mean, cov, 4)
     np.testing.assert_allclose(np.abs(np.asarray(mom.components) @ np.asarray(full.components).T), np.eye(4), atol=1e-4)
 
 
 def test_fit_pca_reconstruction_and_whitening():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(400, 6)).astype(np.float32)
-    d = D.fit_pca(x, 6)
+    d = jd.fit(jd.pca(6), x, key=_key())
     np.testing.assert_allclose(np.asarray(d.reconstruct(x)), x, atol=1e-4)
-    dw = D.fit_pca(x, 3, whiten=True)
+    dw = jd.fit(jd.pca(3, whiten=True), x, key=_key())
     np.testing.assert_allclose(np.std(np.asarray(dw.encode(x)), axis=0, ddof=1), 1.0, rtol=1e-3)
 
 
@@ -135,27 +147,30 @@ def _mixed_sources(n=3000, seed=0):
 
 def test_fastica_recovers_sklearn_sources_up_to_sign_and_permutation():
     s, x = _mixed_sources()
-    ours = D.fastica(0, x, 4)
+    ours = jd.fit(jd.ica(4), x, key=_key())
+    sources = np.asarray(ours.encode(x))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sk = FastICA(4, whiten="unit-variance", random_state=0, max_iter=500).fit(x)
     s_sk = sk.transform(x)
-    c = np.abs(np.corrcoef(np.asarray(ours.sources).T, s_sk.T)[:4, 4:])
+    c = np.abs(np.corrcoef(sources.T, s_sk.T)[:4, 4:])
     # a signed permutation: every ours-source has exactly one sklearn partner with |corr| > 0.999
     assert (c.max(1) > 0.999).all() and sorted(c.argmax(1)) == [0, 1, 2, 3]
-    c_true = np.abs(np.corrcoef(np.asarray(ours.sources).T, s.T)[:4, 4:])
+    c_true = np.abs(np.corrcoef(sources.T, s.T)[:4, 4:])
     assert (c_true.max(1) > 0.99).all()
-    # unit variance sources and a consistent mixing matrix
-    np.testing.assert_allclose(np.asarray(ours.sources).std(0), 1.0, rtol=1e-3)
-    rec = np.asarray(ours.sources) @ np.asarray(ours.mixing).T + np.asarray(ours.mean)
-    np.testing.assert_allclose(rec, x, atol=1e-3 * np.abs(x).max())
+    # unit variance sources and a consistent mixing matrix: decode(encode(x)) == x
+    np.testing.assert_allclose(sources.std(0), 1.0, rtol=1e-3)
+    np.testing.assert_allclose(np.asarray(ours.reconstruct(x)), x, atol=1e-3 * np.abs(x).max())
 
 
-def test_fit_ica_encode_equals_sources():
+def test_ica_sources_are_white_and_reject_low_rank():
     _, x = _mixed_sources(1000, seed=1)
-    res = D.fastica(0, x, 4)
-    d = D.fit_ica(0, x, 4)
-    np.testing.assert_allclose(np.asarray(d.encode(x)), np.asarray(res.sources), atol=1e-4)
+    d = jd.fit(jd.ica(4), x, key=_key())
+    np.testing.assert_allclose(np.cov(np.asarray(d.encode(x)), rowvar=False), np.eye(4), atol=2e-3)
+    # rank 2 data cannot be whitened into 3 components
+    low = np.c_[x[:, :2], x[:, :2] @ np.ones((2, 3), np.float32)]
+    with pytest.raises(ValueError, match="numerical rank 2"):
+        jd.fit(jd.ica(3), low, key=_key())
 
 
 # --------------------------------------------------------------------------- NMF
@@ -173,31 +188,33 @@ def nonneg():
 def test_nmf_objective_equals_sklearn_cd_from_same_init(nonneg, iters):
     """Same initialisation, same number of sweeps: objective no worse than sklearn (rtol 1e-4)."""
     w0, h0 = _initialize_nmf(nonneg, 6, init="nndsvda", random_state=0)
-    ours = D.nmf(0, nonneg, 6, max_iter=iters, tol=0.0, init="custom", codes_init=w0, components_init=h0)
+    ours = jd.fit(jd.nmf(6, max_iter=iters, tol=0.0, init="custom", codes_init=w0, components_init=h0), nonneg,
+                  key=_key()).info
     sk = NMF(6, init="custom", solver="cd", max_iter=iters, tol=0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         w = sk.fit_transform(nonneg, W=w0.copy(), H=h0.copy())
     sk_obj = 0.5 * np.sum((nonneg - w @ sk.components_) ** 2)
-    assert float(ours.objective) <= sk_obj * (1 + 1e-4)
+    assert float(ours["objective"]) <= sk_obj * (1 + 1e-4)
+    assert int(ours["n_iter"]) == iters
 
 
 @pytest.mark.parametrize("iters", [5, 50])
 def test_nmf_default_objective_no_worse_than_sklearn_default(nonneg, iters):
-    ours = D.nmf(0, nonneg, 6, max_iter=iters, tol=0.0)
+    ours = jd.fit(jd.nmf(6, max_iter=iters, tol=0.0), nonneg, key=_key())
     sk = NMF(6, init="nndsvda", solver="cd", max_iter=iters, tol=0.0, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         w = sk.fit_transform(nonneg)
     sk_obj = 0.5 * np.sum((nonneg - w @ sk.components_) ** 2)
-    assert float(ours.objective) <= sk_obj * (1 + 1e-3)
-    assert (np.asarray(ours.codes) >= 0).all() and (np.asarray(ours.components) >= 0).all()
+    assert float(ours.info["objective"]) <= sk_obj * (1 + 1e-3)
+    assert (np.asarray(ours.components) >= 0).all() and (np.asarray(ours.encode(nonneg)) >= 0).all()
 
 
 def test_nmf_encode_solves_nnls(nonneg):
     from scipy.optimize import nnls
 
-    d = D.fit_nmf(0, nonneg, 6, max_iter=50, encode_iter=300)
+    d = jd.fit(jd.nmf(6, max_iter=50, encode_iter=300), nonneg, key=_key())
     codes = np.asarray(d.encode(nonneg[:20]))
     a = np.asarray(d.components, dtype=np.float64)
     for i in range(20):
@@ -215,7 +232,7 @@ def test_lasso_codes_within_1e4_of_sklearn_lasso_cd(alpha, positive):
     dct = rng.normal(size=(15, 20))
     dct /= np.linalg.norm(dct, axis=1, keepdims=True)
     x = rng.normal(size=(60, 20))
-    ours = np.asarray(D.sparse_encode(x.astype(np.float32), dct.astype(np.float32), alpha, positive=positive))
+    ours = np.asarray(jd.sparse_encode(x.astype(np.float32), dct.astype(np.float32), alpha, positive=positive))
     ref = sk_sparse_encode(x, dct, algorithm="lasso_cd", alpha=alpha, max_iter=20000, positive=positive)
     np.testing.assert_allclose(ours, ref, atol=1e-4)
 
@@ -225,7 +242,7 @@ def test_dictionary_learning_recovers_planted_atoms():
     from jaxinterp.datasets import make_superposition_data
 
     x, _, w = make_superposition_data(0, 8000, 24, 16, 0.05)
-    d = D.fit_dictionary(0, x, 24, alpha=0.05, n_steps=400, batch_size=256)
-    assert float(D.mean_max_cosine(d.components, w)) >= 0.9
+    d = jd.fit(jd.dictionary(24, alpha=0.05, steps=400, batch_size=256), x, key=_key())
+    assert float(jd.mean_max_cosine(d.components, w)) >= 0.9
     norms = np.linalg.norm(np.asarray(d.components), axis=1)
     assert (norms <= 1 + 1e-5).all()
