@@ -19,7 +19,7 @@ from typing import Any
 
 from jaxinterp.studies.registry import get_study, study_names
 
-__all__ = ["format_value", "load_outputs", "write_report"]
+__all__ = ["format_value", "load_outputs", "scorecard_markdown", "write_report"]
 
 _LIST_INLINE = 8  # lists up to this long are shown in full; longer ones are summarised
 _STYLE = """
@@ -163,6 +163,26 @@ def _scorecard(outputs: list[tuple[str, dict | None, str | None]]) -> str:
     note = (f'<p class="error">Unreadable results (not in the table): {_escape(", ".join(broken))}.</p>'
             if broken else "")
     return f'<h2 id="scorecard">Reproduction scorecard</h2><table>{head}{"".join(rows)}</table>{note}'
+
+
+def scorecard_markdown(claims) -> str:
+    """A Markdown table of scorecard rows (``Claim`` objects or their dicts), e.g. for a notebook.
+
+    Args:
+      claims: iterable of ``studies.claims.Claim`` or ``Claim.to_json()`` dicts.
+
+    Returns:
+      Markdown text: claim, paper, ours (± spread), verdict and the rule behind it.
+    """
+    lines = ["| claim | paper | ours | verdict | rule |", "|---|---|---|---|---|"]
+    for c in claims:
+        c = c.to_json() if hasattr(c, "to_json") else dict(c)
+        ours = format_value(c.get("ours"))
+        if _is_number(c.get("spread")):
+            ours += f" ± {format_value(float(c['spread']))}"
+        cells = [c.get("claim", ""), format_value(c.get("paper_value")), ours, c.get("verdict", ""), c.get("rule", "")]
+        lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
+    return "\n".join(lines)
 
 
 def _description(name: str) -> str:

@@ -1,17 +1,67 @@
-"""Study `models`: train the standard MLP and CNN on mnist1d and digits; activation statistics."""
+"""Study ``models``: train the standard MLP and CNN on mnist1d and digits; ReLU statistics per layer.
+
+Not a paper reproduction (no claims): it trains the classifiers the other studies analyse and
+reports their test accuracy, and per ReLU layer the mean activation, the dead-unit fraction and
+the sparsity on the test set.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-from tqdm.auto import tqdm
+import dataclasses
+from typing import Literal, NamedTuple
 
-from jaxinterp.capture import capture
-from jaxinterp.models import trained_classifier
-from jaxinterp.streaming import stream
-from jaxinterp.studies.base import Study, StudyContext, StudyResult
-from jaxinterp.plotting import save_figure
+import numpy as np
+
+from jaxinterp.studies.base import Study, StudyConfig, progress_enabled
 
 NAME = "models"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(StudyConfig):
+    """Settings of the ``models`` study.
+
+    Attributes:
+      archs: architectures to train (``models.MLP``, ``models.CNN``).
+      datasets: datasets to train on.
+      steps: training steps per classifier; None for each model's default (``models.DEFAULT_STEPS``).
+      batch_size: test inputs per batch when streaming the layer statistics.
+    """
+
+    archs: tuple[Literal["mlp", "cnn"], ...] = ("mlp", "cnn")
+    datasets: tuple[Literal["mnist1d", "digits"], ...] = ("mnist1d", "digits")
+    steps: int | None = None
+    batch_size: int = 256
+
+    @classmethod
+    def quick(cls) -> Config:
+        """300 training steps per classifier (shared with the other studies' quick runs)."""
+        return cls(steps=300)
+
+    def validate(self) -> None:
+        """Non-empty model lists; positive steps and batch size."""
+        super().validate()
+        for name in ("archs", "datasets"):
+            if not getattr(self, name):
+                raise ValueError(f"`{name}` must name at least one entry.")
+        if self.steps is not None and self.steps <= 0:
+            raise ValueError(f"`steps` must be positive (or None for the default); got {self.steps}.")
+        if self.batch_size <= 0:
+            raise ValueError(f"`batch_size` must be positive; got {self.batch_size}.")
+
+
+class Result(NamedTuple):
+    """What ``compute`` returns, keyed by ``"arch/dataset"``.
+
+    Attributes:
+      accuracy: test accuracy.
+      layers: ``{layer: {"units", "mean_activation", "dead_fraction", "sparsity"}}``.
+      steps: training steps used.
+    """
+
+    accuracy: dict[str, float]
+    layers: dict[str, dict[str, dict[str, float]]]
+    steps: dict[str, int]
 
 
 def layer_statistics(model, params, x, *, batch_size: int = 256) -> dict[str, dict[str, float]]:
@@ -20,9 +70,18 @@ def layer_statistics(model, params, x, *, batch_size: int = 256) -> dict[str, di
     A unit is dead if it is never active (pre-activation > 0) on ``x``; sparsity is the fraction
     of (input, unit) pairs with the unit inactive. Streams in batches of ``batch_size``.
 
+    Args:
+      model: a Flax module whose ``apply(params, x)`` is captured.
+      params: its parameters.
+      x: inputs ``[n, ...]``.
+      batch_size: inputs per streamed batch.
+
     Returns:
       ``{layer name: {"units", "mean_activation", "dead_fraction", "sparsity"}}``.
     """
+    from jaxinterp.capture import capture
+    from jaxinterp.streaming import stream
+
     captured = capture(model.apply)
 
     def fn(xb):
@@ -47,54 +106,73 @@ def layer_statistics(model, params, x, *, batch_size: int = 256) -> dict[str, di
     return result
 
 
-def _plot(accuracy: dict, layer_stats: dict, ctx: StudyContext) -> list[str]:
-    import matplotlib
+def compute(config: Config, key) -> Result:
+    """Train every ``arch/dataset`` classifier and measure its ReLU layers on the test set.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    The classifiers come from ``models.trained_classifier(arch, dataset, seed=config.seed)``,
+    which memoises them so the other studies analyse the very same networks; that function takes
+    the integer seed, so ``key`` is not used.
+    """
+    from tqdm.auto import tqdm
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    names = list(accuracy)
-    axes[0].bar(range(len(names)), [accuracy[n] for n in names], color="tab:blue")
-    axes[0].set_xticks(range(len(names)), names, rotation=20)
+    from jaxinterp import models
+
+    del key
+    accuracy, layers, steps = {}, {}, {}
+    combos = [(a, d) for d in config.datasets for a in config.archs]
+    for arch, data in tqdm(combos, desc="training classifiers", disable=not progress_enabled()):
+        tc = models.trained_classifier(arch, data, seed=config.seed, steps=config.steps)
+        name = f"{arch}/{data}"
+        accuracy[name] = float(tc.test_accuracy)
+        layers[name] = layer_statistics(tc.model, tc.params, tc.dataset.x_test, batch_size=config.batch_size)
+        steps[name] = config.steps if config.steps is not None else models.DEFAULT_STEPS[(arch, data)]
+    return Result(accuracy, layers, steps)
+
+
+def metrics(result: Result) -> dict:
+    """``accuracy`` and ``layers`` (keyed by ``"arch/dataset"``), and ``train_steps``."""
+    return {"accuracy": result.accuracy, "layers": result.layers, "train_steps": result.steps}
+
+
+def summary(result: Result) -> dict:
+    """Test accuracy of each classifier."""
+    return {f"accuracy {k}": v for k, v in result.accuracy.items()}
+
+
+def figures(result: Result) -> dict:
+    """``accuracy_and_sparsity``: test accuracy per classifier; sparsity and dead units per layer."""
+    from jaxinterp.plotting import subplots
+
+    fig, axes = subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 2.5]})
+    names = list(result.accuracy)
+    axes[0].bar(range(len(names)), [result.accuracy[n] for n in names], color="tab:blue")
+    axes[0].set_xticks(range(len(names)), names, rotation=30, ha="right")
     axes[0].set_ylabel("test accuracy")
     axes[0].set_ylim(0, 1)
     axes[0].set_title("classifiers")
     labels, dead, sparse = [], [], []
-    for model_name, layers in layer_stats.items():
+    for model_name, layers in result.layers.items():
         for layer, s in layers.items():
-            labels.append(f"{model_name}\n{layer}")
+            labels.append(f"{model_name} {layer}")
             dead.append(s["dead_fraction"])
             sparse.append(s["sparsity"])
     pos = np.arange(len(labels))
     axes[1].bar(pos - 0.2, sparse, 0.4, label="sparsity (inactive fraction)")
     axes[1].bar(pos + 0.2, dead, 0.4, label="dead units")
-    axes[1].set_xticks(pos, labels, rotation=90, fontsize=6)
+    axes[1].set_xticks(pos, labels, rotation=60, ha="right", fontsize=7)
+    axes[1].set_ylabel("fraction")
     axes[1].set_ylim(0, 1)
     axes[1].legend(fontsize=7)
     axes[1].set_title("ReLU layers on the test set")
-    path = save_figure(fig, ctx.figure_path(NAME, "accuracy_and_sparsity"), dpi=110)
-    return [path.name]
+    return {"accuracy_and_sparsity": fig}
 
 
-def run(ctx: StudyContext) -> StudyResult:
-    """Train MLP and CNN on mnist1d and digits; report accuracy and per-layer statistics."""
-    combos = [("mlp", "mnist1d"), ("cnn", "mnist1d"), ("mlp", "digits"), ("cnn", "digits")]
-    steps = {c: (300 if ctx.quick else None) for c in combos}
-    accuracy, layer_stats = {}, {}
-    for arch, data in tqdm(combos, desc="training classifiers", disable=not ctx.progress):
-        tc = trained_classifier(arch, data, seed=ctx.seed, steps=steps[(arch, data)])
-        key = f"{arch}/{data}"
-        accuracy[key] = tc.test_accuracy
-        layer_stats[key] = layer_statistics(tc.model, tc.params, tc.dataset.x_test)
-    figures = _plot(accuracy, layer_stats, ctx)
-    return StudyResult(
-        params={"combos": [f"{a}/{d}" for a, d in combos],
-                "steps": {f"{a}/{d}": s for (a, d), s in steps.items()}},
-        metrics={"accuracy": accuracy, "layers": layer_stats},
-        figures=figures,
-        summary={f"accuracy {k}": v for k, v in accuracy.items()},
-    )
-
-
-STUDY = Study(NAME, "train MLP/CNN on mnist1d and digits; accuracy and ReLU statistics", run)
+STUDY = Study(
+    name=NAME,
+    description="train MLP/CNN on mnist1d and digits; accuracy and ReLU statistics",
+    config=Config,
+    compute=compute,
+    metrics=metrics,
+    figures=figures,
+    summary=summary,
+)
