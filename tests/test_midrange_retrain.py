@@ -58,6 +58,8 @@ def test_midrange_mask_bad_input():
         midrange.midrange_mask(logits, labels[:-1])
     with pytest.raises(ValueError, match="labels"):
         midrange.midrange_mask(logits, labels + 1)
+    with pytest.raises(TypeError, match="labels"):
+        midrange.midrange_mask(logits, labels + 0.5)
     with pytest.raises(ValueError, match="rank"):
         midrange.midrange_mask(logits[:, 0], labels)
 
@@ -168,21 +170,26 @@ def test_compare_methods_structure_and_dfr_uses_balanced_heldout(key):
     fs, ys, gs = _spurious_problem(800, 0.95, 2, balanced=True)
     # "ERM" logits: a model that reads only the spurious feature
     erm = lambda f: np.stack([-f[:, 1], f[:, 1]], 1)  # noqa: E731
-    res = midrange.compare_methods(
-        midrange.Split(ft, erm(ft), yt), midrange.Split(fv, erm(fv), yv, gv), midrange.Split(fs, erm(fs), ys, gs),
-        key=key, n_groups=4,
-    )
-    assert set(res) == {"erm", "mid", "dfr", "all"}
+    train, held, test = (midrange.Split(ft, erm(ft), yt), midrange.Split(fv, erm(fv), yv, gv),
+                         midrange.Split(fs, erm(fs), ys, gs))
+    res = midrange.compare_methods(train, held, test, key=key, n_groups=4, dfr_retrains=3,
+                                   methods=midrange.METHODS)
+    assert set(res) == set(midrange.METHODS)
     assert res["erm"].layer is None and res["erm"].metrics.worst_group < 0.05
-    mask = np.asarray(midrange.midrange_mask(erm(ft), yt))
-    assert res["mid"].n_fit == int(mask.sum())
-    assert res["dfr"].n_fit == 4 * np.bincount(gv).min()
+    cur = midrange.curate(erm(ft), yt, key=jax.random.fold_in(key, 0))
+    assert res["mid"].n_fit == len(res["mid"].indices)
+    own = np.flatnonzero(np.asarray(midrange.midrange_mask(erm(ft), yt)))
+    np.testing.assert_array_equal(res["mid_own_class"].indices, own)
+    minority = gt % 2 != yt
+    # the cross-class rule enriches the minority; the own-class rule removes it
+    assert minority[res["mid"].indices].mean() > 3 * minority.mean()
+    assert minority[own].mean() < minority.mean()
+    assert cur.candidates.sum() > 0
+    assert res["dfr"].n_fit == len(yv)
     # on a balanced held-out set the core feature is the only one that predicts the label
     assert res["dfr"].metrics.worst_group > 0.8
     assert res["dfr"].metrics.worst_group > res["all"].metrics.worst_group
     with pytest.raises(ValueError, match="unknown method"):
-        midrange.compare_methods(midrange.Split(ft, erm(ft), yt), midrange.Split(fv, erm(fv), yv, gv),
-                                 midrange.Split(fs, erm(fs), ys, gs), key=key, methods=("erm", "jtt"))
+        midrange.compare_methods(train, held, test, key=key, methods=("erm", "jtt"))
     with pytest.raises(ValueError, match="groups"):
-        midrange.compare_methods(midrange.Split(ft, erm(ft), yt), midrange.Split(fv, erm(fv), yv, gv),
-                                 midrange.Split(fs, erm(fs), ys), key=key)
+        midrange.compare_methods(train, held, midrange.Split(fs, erm(fs), ys), key=key)

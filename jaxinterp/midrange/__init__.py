@@ -7,16 +7,22 @@ last layer on inputs curated from mid-range logits mitigates them without group 
 
 from jaxinterp.midrange.analysis import RangeAnalysis, range_analysis
 from jaxinterp.midrange.binning import assign_bins, bin_counts, bin_edges, bin_exemplars, direction_values
-from jaxinterp.midrange.curation import class_logit_quantiles, midrange_mask
+from jaxinterp.midrange.curation import (
+    RULES, Curation, balanced_draw, check_labels, class_logit_quantiles, cross_class_bins, curate, midrange_candidates,
+    midrange_mask,
+)
+from jaxinterp.midrange.dfr import C_OPTIONS, DFR, dfr_fit, dfr_logits, dfr_predict
 from jaxinterp.midrange.groups import GroupMetrics, balanced_group_indices, group_metrics
 from jaxinterp.midrange.last_layer import LastLayer, fit_last_layer, last_layer_logits, standardize
-from jaxinterp.midrange.methods import METHODS, MethodResult, Split, compare_methods
+from jaxinterp.midrange.methods import DEFAULT_METHODS, METHODS, MethodResult, Split, compare_methods
 from jaxinterp.midrange.stats import (
     AttributeStats, ChiSquare, UnitScores, attribute_stats, bin_frequencies, chi_square, contingency_table,
     encode_attribute, mutual_information, unit_attribute_scores,
 )
 
 __all__ = [
+    "C_OPTIONS", "DEFAULT_METHODS", "DFR", "RULES", "Curation", "balanced_draw", "check_labels", "cross_class_bins",
+    "curate", "dfr_fit", "dfr_logits", "dfr_predict", "midrange_candidates",
     "METHODS", "AttributeStats", "ChiSquare", "GroupMetrics", "LastLayer", "MethodResult", "RangeAnalysis",
     "Split", "UnitScores", "assign_bins", "attribute_stats", "balanced_group_indices", "bin_counts",
     "bin_edges", "bin_exemplars", "bin_frequencies", "chi_square", "class_logit_quantiles", "compare_methods",

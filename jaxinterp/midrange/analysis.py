@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxinterp._validation import check_positive_int, check_rank
+from jaxinterp._validation import check_finite, check_positive_int, check_rank
 from jaxinterp.midrange.binning import (
     assign_bins, bin_counts, bin_edges, bin_exemplars, check_attribute, check_values,
 )
@@ -73,6 +73,7 @@ def range_analysis(
         edges = bin_edges(values, n_bins, method=method)
     else:
         check_rank(edges, "edges", 1)
+        check_finite(edges, "edges")
         if np.shape(edges)[0] != n_bins + 1:
             raise ValueError(f"`edges` must have shape ({n_bins + 1},) for n_bins={n_bins}; got {np.shape(edges)}.")
         method = "given"

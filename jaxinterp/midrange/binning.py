@@ -82,6 +82,7 @@ def assign_bins(values, edges) -> jax.Array:
     """
     check_rank(values, "values", 1)
     check_rank(edges, "edges", 1)
+    check_finite(edges, "edges")
     if np.shape(edges)[0] < 2:
         raise ValueError(f"`edges` needs at least 2 entries (one bin); got shape {np.shape(edges)}.")
     if is_concrete(edges) and np.any(np.diff(np.asarray(edges)) < 0):

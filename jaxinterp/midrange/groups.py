@@ -7,7 +7,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from jaxinterp._validation import check_positive_int, check_rank, check_same_leading
+from jaxinterp._validation import check_positive_int, check_same_leading
+from jaxinterp.midrange.curation import check_labels
 
 
 class GroupMetrics(NamedTuple):
@@ -54,7 +55,7 @@ def group_metrics(predictions, labels, groups, n_groups: int | None = None) -> G
       A ``GroupMetrics`` (numpy / Python floats).
     """
     for name, a in (("predictions", predictions), ("labels", labels), ("groups", groups)):
-        check_rank(a, name, 1)
+        check_labels(a, name)  # integer 1-D: a float or NaN prediction is refused, not compared
     check_same_leading("predictions", predictions, "labels", labels)
     check_same_leading("predictions", predictions, "groups", groups)
     if np.shape(labels)[0] == 0:
@@ -82,7 +83,7 @@ def balanced_group_indices(groups, *, key: jax.Array, n_groups: int | None = Non
     Returns:
       int ``[n_present_groups * min_count]`` sorted indices.
     """
-    check_rank(groups, "groups", 1)
+    check_labels(groups, "groups")
     n_groups = _check_groups(groups, n_groups)
     g = np.asarray(groups)
     counts = np.bincount(g, minlength=n_groups)

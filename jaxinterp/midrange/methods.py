@@ -1,29 +1,35 @@
-"""ERM vs MID curation vs DFR: three ways to get the last layer, evaluated on groups.
+"""ERM vs MID curation vs DFR: ways to get the last layer, evaluated on groups.
 
 - ``erm``: the trained model's own logits.
-- ``mid``: last layer retrained on the training inputs whose target-class logit lies between
-  per-class quantiles (``midrange_mask``); uses class labels only, no group labels.
-- ``dfr``: last layer retrained on a group-balanced held-out set (Kirichenko et al.'s deep
-  feature reweighting); needs group labels.
+- ``mid``: last layer retrained on the MID-curated training set (``curate``, the cross-class
+  rule: samples whose logit for another class is mid-to-high, plus a class-balanced draw of the
+  rest); uses class labels only, no group labels.
+- ``mid_own_class`` (ablation): the old per-class rule (``midrange_mask``), which removes the
+  minority instead of finding it.
+- ``dfr``: deep feature reweighting as the reference does it (``dfr_fit``: ``C`` tuned on half
+  the held-out set, coefficients averaged over 20 group-balanced draws); needs group labels.
 - ``all`` (ablation): last layer retrained on every training input, to separate the effect of
   the curation from that of refitting the last layer with an L1 penalty.
 
-All retraining uses ``fit_last_layer`` with the same ``C``.
+``mid``, ``mid_own_class`` and ``all`` use ``fit_last_layer`` with the same ``C``.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from jaxinterp._validation import check_rank, check_same_leading
-from jaxinterp.midrange.curation import midrange_mask
-from jaxinterp.midrange.groups import GroupMetrics, balanced_group_indices, group_metrics
-from jaxinterp.midrange.last_layer import LastLayer, fit_last_layer, last_layer_logits
+from jaxinterp._validation import check_finite, check_rank, check_same_leading
+from jaxinterp.keys import named_key
+from jaxinterp.midrange.curation import check_labels, curate
+from jaxinterp.midrange.dfr import C_OPTIONS, dfr_fit, dfr_predict
+from jaxinterp.midrange.groups import GroupMetrics, group_metrics
+from jaxinterp.midrange.last_layer import fit_last_layer, last_layer_logits
 
-METHODS = ("erm", "mid", "dfr", "all")
+METHODS = ("erm", "mid", "mid_own_class", "dfr", "all")
+DEFAULT_METHODS = ("erm", "mid", "dfr", "all")
 
 
 class Split(NamedTuple):
@@ -39,21 +45,30 @@ class Split(NamedTuple):
 
 
 class MethodResult(NamedTuple):
-    """Test-set group metrics of one method, its retrained layer (None for ERM) and its set size."""
+    """Test-set group metrics of one method, its last layer (None for ERM), its retraining-set size
+    and the retraining set's indices into its pool (None for ERM; the held-out set for DFR)."""
 
     metrics: GroupMetrics
-    layer: LastLayer | None
+    layer: Any
     n_fit: int
+    indices: np.ndarray | None = None
 
 
-def _check_split(split: Split, name: str, need_groups: bool) -> None:
+def _check_split(split: Split, name: str, need_groups: bool, need_logits: bool) -> None:
     check_rank(split.features, f"{name}.features", 2)
+    check_finite(split.features, f"{name}.features")
+    check_labels(split.labels, f"{name}.labels")
     check_same_leading(f"{name}.features", split.features, f"{name}.labels", split.labels)
-    if split.logits is not None:
+    if need_logits:
+        if split.logits is None:
+            raise ValueError(f"`{name}.logits` is required.")
+        check_rank(split.logits, f"{name}.logits", 2)
+        check_finite(split.logits, f"{name}.logits")
         check_same_leading(f"{name}.features", split.features, f"{name}.logits", split.logits)
     if need_groups:
         if split.groups is None:
             raise ValueError(f"`{name}.groups` is required.")
+        check_labels(split.groups, f"{name}.groups")
         check_same_leading(f"{name}.features", split.features, f"{name}.groups", split.groups)
 
 
@@ -64,22 +79,25 @@ def compare_methods(
     *,
     key: jax.Array,
     n_groups: int | None = None,
-    low: float = 0.25,
-    high: float = 0.75,
     C: float = 1.0,
-    methods: tuple[str, ...] = METHODS,
+    curation: dict | None = None,
+    dfr_C_options=C_OPTIONS,
+    dfr_retrains: int = 20,
+    methods: tuple[str, ...] = DEFAULT_METHODS,
 ) -> dict[str, MethodResult]:
-    """Evaluate ERM, MID curation, DFR (and retraining on everything) on the test groups.
+    """Evaluate ERM, MID curation, DFR (and the ablations) on the test groups.
 
     Args:
       train: the training split (features, logits of the ERM model, labels; groups unused).
-      heldout: held-out split with group labels, used by DFR (balanced by subsampling).
+      heldout: held-out split with group labels, used by DFR only.
       test: evaluation split with logits and group labels.
-      key: PRNG key for DFR's group-balancing subsample.
-      n_groups: number of groups.
-      low, high: MID curation quantiles of the target-class logit.
-      C: inverse L1 strength of every retrained last layer.
-      methods: which of ``("erm", "mid", "dfr", "all")`` to run.
+      key: PRNG key (MID's balanced draw, DFR's split and draws).
+      n_groups: number of groups (default: the largest group id in ``test``/``heldout`` + 1).
+      C: inverse L1 strength of the ``mid``/``mid_own_class``/``all`` last layers.
+      curation: keyword arguments of ``curate`` for ``mid`` (``n_bins``, ``select``, ``reference``,
+        ``rest_ratio``) and ``mid_own_class`` (``low``, ``high``).
+      dfr_C_options, dfr_retrains: DFR's ``C`` grid and number of averaged balanced draws.
+      methods: which of ``METHODS`` to run.
 
     Returns:
       ``{method: MethodResult}``.
@@ -87,29 +105,38 @@ def compare_methods(
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown method(s) {sorted(unknown)}; choose from {METHODS}.")
-    _check_split(train, "train", False)
-    _check_split(test, "test", True)
-    n_classes = int(np.shape(test.logits)[1])
-    n_groups = n_groups or int(max(np.max(test.groups), np.max(heldout.groups) if heldout.groups is not None else 0)) + 1
+    _check_split(train, "train", False, "mid" in methods or "mid_own_class" in methods)
+    _check_split(test, "test", True, "erm" in methods)
+    if "dfr" in methods:
+        _check_split(heldout, "heldout", True, False)
+    n_classes = int(np.shape(test.logits)[1]) if test.logits is not None else int(np.max(train.labels)) + 1
+    if n_groups is None:
+        n_groups = int(max(np.max(test.groups), np.max(heldout.groups) if heldout.groups is not None else 0)) + 1
+    curation = dict(curation or {})
 
-    def evaluate(logits) -> GroupMetrics:
-        return group_metrics(np.asarray(logits).argmax(-1), test.labels, test.groups, n_groups)
+    def evaluate(pred) -> GroupMetrics:
+        return group_metrics(np.asarray(pred).astype(np.int64), test.labels, test.groups, n_groups)
 
-    def refit(features, labels) -> MethodResult:
-        layer = fit_last_layer(features, labels, n_classes=n_classes, C=C)
-        return MethodResult(evaluate(last_layer_logits(layer, test.features)), layer, int(len(labels)))
+    def refit(indices) -> MethodResult:
+        layer = fit_last_layer(np.asarray(train.features)[indices], np.asarray(train.labels)[indices],
+                               n_classes=n_classes, C=C)
+        return MethodResult(evaluate(np.asarray(last_layer_logits(layer, test.features)).argmax(-1)), layer,
+                            int(len(indices)), np.asarray(indices))
 
     out: dict[str, MethodResult] = {}
     for name in methods:
         if name == "erm":
-            out[name] = MethodResult(evaluate(test.logits), None, int(len(train.labels)))
-        elif name == "mid":
-            mask = np.asarray(midrange_mask(train.logits, train.labels, low=low, high=high))
-            out[name] = refit(np.asarray(train.features)[mask], np.asarray(train.labels)[mask])
+            out[name] = MethodResult(evaluate(np.asarray(test.logits).argmax(-1)), None, int(len(train.labels)))
+        elif name in ("mid", "mid_own_class"):
+            rule = "cross_class" if name == "mid" else "own_class"
+            cur = curate(train.logits, train.labels, key=named_key(key, "mid"), rule=rule, **curation)
+            if cur.indices.size == 0:
+                raise ValueError(f"`{name}` curation selected no training sample; widen `curation`.")
+            out[name] = refit(cur.indices)
         elif name == "dfr":
-            _check_split(heldout, "heldout", True)
-            idx = balanced_group_indices(heldout.groups, key=key, n_groups=n_groups)
-            out[name] = refit(np.asarray(heldout.features)[idx], np.asarray(heldout.labels)[idx])
+            dfr = dfr_fit(train.features, heldout.features, heldout.labels, heldout.groups, key=named_key(key, "dfr"),
+                          C_options=dfr_C_options, n_retrains=dfr_retrains, n_classes=n_classes, n_groups=n_groups)
+            out[name] = MethodResult(evaluate(dfr_predict(dfr, test.features)), dfr, int(len(heldout.labels)))
         else:
-            out[name] = refit(train.features, train.labels)
+            out[name] = refit(np.arange(len(train.labels)))
     return out
