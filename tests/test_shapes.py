@@ -105,3 +105,18 @@ def test_bad_input():
         shapes.make_shapes(10, bias_fraction=0.5, size=4)
     with pytest.raises(ValueError, match="aligned_fraction"):
         shapes.make_shape_groups(10, aligned_fraction=-0.1)
+
+
+@pytest.mark.parametrize("f", [0.0, 0.1, 0.3, 0.5, 0.6, 0.9, 1.0])
+def test_authors_size_schedule(f):
+    n = 120
+    k, u = shapes.sweep_sizes([f], n, "authors")[0]
+    assert k + u == pytest.approx(n / max(f, 1 - f), abs=1)  # n = N / max(f, 1 - f)
+    assert max(k, u) == n and (k == 0 or u == 0 or abs(k / (k + u) - f) < 1 / n)
+    d = shapes.bias_sweep([f], n=n, seed=3, size=10, schedule="authors")[0]
+    assert len(d.y) == k + u and int(d.biased.sum()) == k
+    if f <= 0.5:  # the unbiased part is fixed: the f=0 set is inside every set up to f=0.5
+        base = {a.tobytes() for a in shapes.bias_sweep([0.0], n=n, seed=3, size=10, schedule="authors")[0].x}
+        assert base <= {a.tobytes() for a in d.x}
+    with pytest.raises(ValueError, match="schedule"):
+        shapes.sweep_sizes([f], n, "paper")

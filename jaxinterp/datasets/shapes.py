@@ -219,6 +219,31 @@ def make_shapes(
     return _assemble(rng, y, band, biased, size, max_rotation)
 
 
+SIZE_SCHEDULES = ("fixed", "authors")
+
+
+def sweep_sizes(fractions, n: int, schedule: str = "fixed") -> list[tuple[int, int]]:
+    """``(n_biased, n_unbiased)`` of the training set at every bias fraction.
+
+    ``"fixed"``: every set has ``n`` samples, ``round(f * n)`` of them biased. ``"authors"``
+    (O'Mahony et al.'s dSprites split): the larger of the two parts has ``n`` samples and the
+    smaller is cut to the ratio ``f : 1 - f``, so the set has ``n / max(f, 1 - f)`` samples
+    (``n`` at f = 0 and 1, ``2 n`` at f = 0.5).
+    """
+    if schedule not in SIZE_SCHEDULES:
+        raise ValueError(f"`schedule` must be one of {SIZE_SCHEDULES}; got {schedule!r}.")
+    out = []
+    for f in fractions:
+        if schedule == "fixed":
+            k = int(round(f * n))
+            out.append((k, n - k))
+        elif f >= 0.5:
+            out.append((n, int(round(n * (1 - f) / f))))
+        else:
+            out.append((int(round(n * f / (1 - f))), n))
+    return out
+
+
 def bias_sweep(
     fractions,
     *,
@@ -226,37 +251,41 @@ def bias_sweep(
     seed: int = 0,
     size: int = DEFAULT_SIZE,
     max_rotation: float = DEFAULT_MAX_ROTATION,
+    schedule: str = "fixed",
 ) -> list[ShapesData]:
     """Training sets for several bias fractions that share their images (nested across f).
 
     Renders one pool of ``n`` biased and one of ``n`` unbiased samples; the set for fraction f
-    is the first ``round(f * n)`` biased and the last ``n - round(f * n)`` unbiased samples, in
-    a random order seeded by ``seed`` and f (so a set does not depend on the other fractions). Neighbouring fractions differ only in the samples that switch pools,
-    which makes accuracy-vs-f curves smoother than independent draws at the same cost.
+    takes the first ``n_biased`` biased and the last ``n_unbiased`` unbiased samples (sizes from
+    ``sweep_sizes(fractions, n, schedule)``), in a random order seeded by ``seed`` and the sizes
+    (so a set does not depend on the other fractions). Neighbouring fractions differ only in the
+    samples that switch pools, which makes accuracy-vs-f curves smoother than independent draws.
 
     Args:
       fractions: bias fractions in [0, 1].
-      n: samples per set.
+      n: samples per set (``"fixed"``), or size of the larger part (``"authors"``).
       seed: seed of both pools and of the orders.
       size: image size in pixels.
       max_rotation: rotations are uniform in ``[-max_rotation, max_rotation]`` radians.
+      schedule: ``"fixed"`` size, or the ``"authors"`` schedule ``n / max(f, 1 - f)``.
 
     Returns:
-      One ``ShapesData`` per fraction, each with exactly ``round(f * n)`` biased samples
-      (shape counts are balanced within each pool, not necessarily within the mixture).
+      One ``ShapesData`` per fraction with exactly ``n_biased`` biased samples (shape counts are
+      balanced within each pool, not necessarily within the mixture).
     """
     n = check_positive_int(n, "n")
     fractions = [check_in_range(f, "fractions", 0.0, 1.0) for f in np.atleast_1d(fractions)]
+    sizes = sweep_sizes(fractions, n, schedule)
     s_biased, s_unbiased, s_order = _seeds(seed, 3)
     kw = dict(size=size, max_rotation=max_rotation)
     biased = make_shapes(n, bias_fraction=1.0, seed=s_biased, **kw)
     unbiased = make_shapes(n, bias_fraction=0.0, seed=s_unbiased, **kw)
     out = []
-    for f in fractions:
-        k = int(round(f * n))
-        both = ShapesData(*(np.concatenate([a[:k], b[k:]]) for a, b in zip(biased, unbiased)))
-        order = np.random.default_rng([s_order, k]).permutation(n)  # depends on f only, not on the list
-        out.append(both.subset(order))
+    for k, u in sizes:
+        both = ShapesData(*(np.concatenate([a[:k], b[n - u:]]) for a, b in zip(biased, unbiased)))
+        # the order depends on the sizes only, not on the list; "fixed" keeps its historical seed
+        order_seed = [s_order, k] if k + u == n else [s_order, k, u]
+        out.append(both.subset(np.random.default_rng(order_seed).permutation(k + u)))
     return out
 
 
