@@ -6,7 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxinterp.studies.base import StudyContext, execute
+from jaxinterp.studies import incidental_study
+from jaxinterp.studies.base import execute
+from jaxinterp.studies.claims import HOLDS
 from jaxinterp.studies.registry import get_study
 from jaxinterp.toy import IncidentalConfig
 from jaxinterp.toy.sweep import collisions_sweep
@@ -15,8 +17,7 @@ CONTRACT = ("n_features", "m", "count_mean", "count_sem", "theory", "loglog_slop
 
 
 def test_quick_study_writes_contract_metrics_and_figures(tmp_path):
-    ctx = StudyContext(out_dir=tmp_path, quick=True, seed=0, progress=False)
-    payload = execute(get_study("incidental"), ctx)
+    payload = execute(get_study("incidental"), incidental_study.Config.quick(), tmp_path)
     written = json.loads((tmp_path / "incidental.json").read_text())
     metrics = written["metrics"]
     for name in CONTRACT:
@@ -34,12 +35,39 @@ def test_quick_study_writes_contract_metrics_and_figures(tmp_path):
         assert (tmp_path / f).stat().st_size > 1000
     assert set(payload["figures"]) == {f"incidental_{w}.png" for w in ("collisions", "sparsification", "noise",
                                                                         "superposition")}
+    # one scorecard row per m against n^2/4m, whose verdict follows the stated rule
+    rows = [c for c in written["claims"] if c["claim"].startswith("polysemantic neurons")]
+    assert len(rows) == k
+    for row, mean, sem, theory in zip(rows, metrics["count_mean"], metrics["count_sem"], metrics["theory"]):
+        assert row["ours"] == pytest.approx(mean) and row["paper_value"] == theory
+        holds = abs(mean - theory) <= 0.25 * theory + 2 * sem
+        assert (row["verdict"] == HOLDS) == holds and row["figure"] == "incidental_collisions.png"
+
+
+def test_config_rejects_bad_settings():
+    with pytest.raises(ValueError, match="`l1` must be finite"):
+        incidental_study.Config(l1=float("nan"))
+    with pytest.raises(TypeError, match=r"`hidden\[0\]` must be an integer"):
+        incidental_study.Config(hidden=(2.7,))
+    with pytest.raises(ValueError, match="`seeds` must be positive"):
+        incidental_study.Config(seeds=0)
+    assert incidental_study.Config.paper_scale().hidden == (256, 512, 1024, 2048, 4096)
+
+
+def test_paper_scale_claims_are_added_where_the_config_runs_them():
+    counts = np.array([[70.0, 72.0, 74.0], [3.0, 4.0, 4.0]])
+    res = {"n_features": 256, "m": [256, 4096], "counts": counts, "count_sem": counts.std(1, ddof=1) / np.sqrt(3),
+           "theory": [64.0, 4.0], "loglog_slope": -1.0}
+    rows = {c.claim: c for c in incidental_study.count_claims(res)}
+    assert rows["published count at n=256, m=256"].paper_value == 72.0
+    assert rows["published count at n=256, m=256"].verdict == HOLDS
+    assert rows["published count at n=256, m=4096"].ours == pytest.approx(11 / 3)
 
 
 @pytest.mark.slow
 def test_reproduction_n64_default_study(tmp_path):
     """The default study: n=64, m=64..512, 128 seeds, 7500 AdamW steps (lr 1e-3, wd 0.01), lambda=1e-3."""
-    execute(get_study("incidental"), StudyContext(out_dir=tmp_path, quick=False, seed=0, progress=False))
+    execute(get_study("incidental"), incidental_study.Config(), tmp_path)
     metrics = json.loads((tmp_path / "incidental.json").read_text())["metrics"]
     assert metrics["n_features"] == 64 and metrics["m"] == [64, 128, 256, 512] and metrics["n_seeds"] == 128
     ratio = np.asarray(metrics["count_mean"]) / np.asarray(metrics["theory"])
