@@ -1,133 +1,280 @@
 """Study ``midrange``: beyond extremal activations (O'Mahony, Nikolov and O'Sullivan, WACV 2025).
 
-1. Accuracy vs bias fraction: a small CNN trained on shapes whose x-position band matches the
-   shape for a fraction f of the training data, tested on unbiased images, f = 0, 0.1, ..., 1.
+1. Accuracy vs bias fraction: a small CNN trained to convergence (``epochs``, 48 by default) on
+   shapes whose x-position band matches the shape for a fraction f of the training data, with
+   the authors' size schedule (the unbiased part fixed, the biased part added: the set has
+   ``n_unbiased / max(f, 1 - f)`` images); accuracy on unbiased images of a linear head retrained
+   for ``probe_epochs`` on the frozen, standardised penultimate features (the authors' protocol).
 2. Mid-range logits: bins over the whole range of one class's logit on unbiased images, with
    exemplars per bin and per-bin statistics of shape and position; the same scores for every
    penultimate unit.
-3. Curation and retraining on the group benchmark (95 % aligned training set, group-balanced
-   held-out and test sets): ERM vs MID curation (no group labels) vs DFR (group labels),
-   plus last-layer retraining on all training data as an ablation.
+3. Curation and retraining on the group benchmark (95 % aligned training set; a held-out pool
+   from the same biased distribution; group-balanced validation and test sets): ERM vs MID
+   (cross-class curation of the pool from mid-range logits, no group labels) vs DFR (the
+   reference protocol, group labels), with the old own-class rule and retraining on the whole
+   pool as ablations. Reported: the minority share of each retraining set, worst-group and
+   mean accuracy over seeds.
+
+The scorecard (``claims``) compares the accuracy-vs-f curve point by point with the published
+one (within ``CURVE_TOLERANCE``) and tests whether MID raises worst-group accuracy over ERM
+(one-sided Wilcoxon signed-rank over seeds).
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any
+import dataclasses
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
-from jaxinterp.capture import POST_SUFFIX, capture
 from jaxinterp.datasets.shapes import BANDS, N_GROUPS, SHAPE_NAMES, ShapesData, bias_sweep, load_shapes_groups, make_shapes
-from jaxinterp.midrange import (
-    Split, attribute_stats, compare_methods, midrange_mask, range_analysis, unit_attribute_scores,
-)
-from jaxinterp.models import CNN, train_classifier
-from jaxinterp.studies.base import Study, StudyContext, StudyResult
-from jaxinterp.plotting import save_figure
+from jaxinterp.keys import named_key
+from jaxinterp.studies.base import Study, StudyConfig, numpy_rng, progress_enabled
+from jaxinterp.studies.claims import Claim, paired_ordering, within
 
 NAME = "midrange"
-PUBLISHED_F = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-PUBLISHED_ACC = [82.7, 83.3, 86.4, 87.1, 88.0, 87.9, 81.6, 73.5, 63.0, 47.1, 34.0]
-PENULTIMATE = "Dense_0/relu" + POST_SUFFIX
+PUBLISHED_F = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+PUBLISHED_ACC = (82.7, 83.3, 86.4, 87.1, 88.0, 87.9, 81.6, 73.5, 63.0, 47.1, 34.0)
+#: A curve point reproduces the paper when our seed mean is within 5 accuracy points of it.
+CURVE_TOLERANCE = 0.05
+METHODS = ("erm", "mid", "dfr", "mid_own_class", "all")
 REPORTED = ("erm", "mid", "dfr")
 
 
-def _config(ctx: StudyContext) -> dict[str, Any]:
-    o = ctx.options
-    quick = ctx.quick
-    fractions = o.get("fractions") or ([0.0, 0.5, 1.0] if quick else [round(0.1 * i, 1) for i in range(11)])
-    return dict(
-        fractions=[float(f) for f in fractions],
-        seeds=o.get("seeds") or (1 if quick else 2),
-        group_seeds=o.get("group_seeds") or (1 if quick else 3),
-        n_train=o.get("n_train") or (600 if quick else 2000),
-        n_test=600 if quick else 1500,
-        n_val=270 if quick else 900,
-        n_group_test=270 if quick else 900,
-        steps=o.get("steps") or (150 if quick else 300),
-        batch_size=64,
-        learning_rate=5e-3,
-        size=20,
-        channels=(8, 16),
-        hidden=32,
-        aligned_fraction=o.get("aligned_fraction") or 0.95,
-        low=o.get("low") if o.get("low") is not None else 0.25,
-        high=o.get("high") if o.get("high") is not None else 0.75,
-        C=o.get("C") or 1.0,
-        analysis_fraction=o.get("analysis_fraction") if o.get("analysis_fraction") is not None else 0.5,
-        analysis_class=0,
-        n_bins=10,
-        n_exemplars=6,
-    )
+@dataclasses.dataclass(frozen=True)
+class Config(StudyConfig):
+    """Settings of the ``midrange`` study.
+
+    Attributes:
+      fractions: bias fractions f of the accuracy-vs-f curve.
+      seeds: models per bias fraction.
+      n_unbiased: the fixed part of the training set (``size_schedule="authors"``), or the
+        training-set size (``"fixed"``).
+      size_schedule: ``"authors"`` (n / max(f, 1 - f)) or ``"fixed"`` (every set n_unbiased).
+      n_test: unbiased test images.
+      epochs: training epochs of every CNN (Adam, cosine schedule).
+      batch_size: minibatch size.
+      learning_rate: peak learning rate.
+      probe_epochs: epochs of the linear head retrained on the frozen encoder (Adam 1e-3).
+      size: image size in pixels.
+      channels: CNN conv channels.
+      hidden: penultimate width.
+      group_seeds: seeds of the group benchmark.
+      n_train: group benchmark: images the ERM model is trained on.
+      n_pool: group benchmark: held-out images of the training distribution, MID's curation pool.
+      n_val: group benchmark: group-balanced held-out set (DFR's).
+      n_group_test: group benchmark: group-balanced test set.
+      aligned_fraction: group benchmark: aligned share of the training distribution.
+      curation_pool: ``"heldout"`` (the pool) or ``"train"`` (the ERM model's own training set).
+      n_bins: quantile bins per class logit for the curation.
+      select_first: first selected bin (the selection is bins select_first .. n_bins - 1).
+      reference: bins over the ``"others"`` classes' samples or over ``"all"`` samples.
+      rest_ratio: size of the class-balanced draw of non-candidates, relative to the candidates.
+      C: inverse L1 strength of the MID (and ablation) last layers.
+      dfr_retrains: DFR's group-balanced draws whose coefficients are averaged.
+      analysis_fraction: bias fraction of the model whose logits are binned.
+      analysis_class: class whose logit is binned.
+      n_exemplars: exemplars per bin.
+    """
+
+    fractions: tuple[float, ...] = PUBLISHED_F
+    seeds: int = 5
+    n_unbiased: int = 1500
+    size_schedule: Literal["authors", "fixed"] = "authors"
+    n_test: int = 1500
+    epochs: int = 48
+    batch_size: int = 64
+    learning_rate: float = 5e-3
+    probe_epochs: int = 8
+    size: int = 20
+    channels: tuple[int, ...] = (8, 16)
+    hidden: int = 32
+    group_seeds: int = 5
+    n_train: int = 2000
+    n_pool: int = 1500
+    n_val: int = 900
+    n_group_test: int = 900
+    aligned_fraction: float = 0.95
+    curation_pool: Literal["heldout", "train"] = "heldout"
+    n_bins: int = 10
+    select_first: int = 9
+    reference: Literal["others", "all"] = "others"
+    rest_ratio: float = 1.0
+    C: float = 1.0
+    dfr_retrains: int = 20
+    analysis_fraction: float = 0.5
+    analysis_class: int = 0
+    n_exemplars: int = 6
+
+    @classmethod
+    def quick(cls) -> Config:
+        """Three fractions, one seed, small sets, 12 epochs (about a minute on an idle CPU)."""
+        return cls(fractions=(0.0, 0.5, 1.0), seeds=1, n_unbiased=400, n_test=600, epochs=12, group_seeds=2,
+                   n_train=900, n_pool=900, n_val=270, n_group_test=270, dfr_retrains=5)
+
+    def validate(self) -> None:
+        """Positive sizes, fractions in [0, 1] including the analysis fraction, a valid bin selection."""
+        super().validate()
+        for name in ("seeds", "n_unbiased", "n_test", "epochs", "batch_size", "probe_epochs", "hidden",
+                     "group_seeds", "n_train", "n_pool", "n_val", "n_group_test", "n_bins", "dfr_retrains",
+                     "n_exemplars"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` must be positive; got {getattr(self, name)}.")
+        if not self.fractions or not all(0.0 <= f <= 1.0 for f in self.fractions):
+            raise ValueError(f"`fractions` must be a non-empty list in [0, 1]; got {self.fractions}.")
+        if not 0.0 <= self.analysis_fraction <= 1.0:
+            raise ValueError(f"`analysis_fraction` must lie in [0, 1]; got {self.analysis_fraction}.")
+        if not 0.0 <= self.aligned_fraction <= 1.0:
+            raise ValueError(f"`aligned_fraction` must lie in [0, 1]; got {self.aligned_fraction}.")
+        if not 0 <= self.select_first < self.n_bins:
+            raise ValueError(f"`select_first` must lie in [0, n_bins={self.n_bins}); got {self.select_first}.")
+        if not 0 <= self.analysis_class < len(SHAPE_NAMES):
+            raise ValueError(f"`analysis_class` must lie in [0, {len(SHAPE_NAMES)}); got {self.analysis_class}.")
+        if self.learning_rate <= 0 or self.C <= 0 or self.rest_ratio < 0:
+            raise ValueError("`learning_rate` and `C` must be positive and `rest_ratio` non-negative; got "
+                             f"{self.learning_rate}, {self.C}, {self.rest_ratio}.")
+        if self.size < 8:
+            raise ValueError(f"`size` must be >= 8 pixels; got {self.size}.")
 
 
-def _fit(model, cfg, data: ShapesData, key):
-    params, _ = train_classifier(model, data.x, data.y, key=key, steps=cfg["steps"], batch_size=cfg["batch_size"],
-                                 learning_rate=cfg["learning_rate"], chunk=cfg["steps"])
+class Result(NamedTuple):
+    """What ``compute`` returns.
+
+    Attributes:
+      config: the settings.
+      accuracy: ``[seeds, n_fractions]`` unbiased test accuracy (linear probe).
+      accuracy_end_to_end: ``[seeds, n_fractions]`` the trained network's own test accuracy.
+      train_sizes: ``[n_fractions]`` training-set sizes.
+      test: the unbiased test set of the curve.
+      logits, features: ``[n_test, 3]`` and ``[n_test, hidden]`` of the analysis model.
+      analysis: the mid-range logit analysis (``_logit_analysis``).
+      groups: ``{method: {"worst", "mean": [group_seeds], "per_group": [group_seeds, 9],
+        "n_fit": [group_seeds]}}``.
+      minority: ``{"pool", "mid", "mid_own_class", "mid_candidates": [group_seeds]}`` minority shares.
+    """
+
+    config: Config
+    accuracy: np.ndarray
+    accuracy_end_to_end: np.ndarray
+    train_sizes: np.ndarray
+    test: ShapesData
+    logits: np.ndarray
+    features: np.ndarray
+    analysis: dict[str, Any]
+    groups: dict[str, dict[str, np.ndarray]]
+    minority: dict[str, np.ndarray]
+
+
+# ---------------------------------------------------------------------------------- training
+
+def _int_seed(key) -> int:
+    """A dataset seed drawn from a key (the shapes generators take integer seeds)."""
+    return int(numpy_rng(key).integers(2**31 - 1))
+
+
+def _model(cfg: Config):
+    from jaxinterp.models import CNN
+
+    return CNN(channels=cfg.channels, hidden=cfg.hidden, n_classes=len(SHAPE_NAMES))
+
+
+def _steps(n: int, epochs: int, batch_size: int) -> int:
+    return max(1, int(np.ceil(epochs * n / batch_size)))
+
+
+def _fit(cfg: Config, data: ShapesData, key):
+    """Train the CNN for ``cfg.epochs`` epochs on ``data``."""
+    from jaxinterp.models import train_classifier
+
+    bs = min(cfg.batch_size, len(data.y))
+    params, _ = train_classifier(_model(cfg), data.x, data.y, key=key, steps=_steps(len(data.y), cfg.epochs, bs),
+                                 batch_size=bs, learning_rate=cfg.learning_rate)
     return params
 
 
-@functools.lru_cache(maxsize=8)
-def _forward(model: CNN):
-    """Jitted ``(params, x) -> (logits, {penultimate: features})`` via ``capture`` (params traced)."""
-    return jax.jit(capture(model.apply, names=[PENULTIMATE], post_activations=True))
+def _outputs(cfg: Config, params, x) -> tuple[np.ndarray, np.ndarray]:
+    """Logits ``[n, 3]`` and penultimate ReLU features ``[n, hidden]`` of a whole split."""
+    logits, feats = _model(cfg).apply(params, jnp.asarray(x), return_features=True)
+    return np.asarray(logits), np.asarray(feats)
 
 
-def _outputs(model, params, x) -> tuple[np.ndarray, np.ndarray]:
-    """Logits ``[n, 3]`` and penultimate ReLU outputs ``[n, hidden]`` of a whole split."""
-    logits, acts = _forward(model)(params, jnp.asarray(x))
-    return np.asarray(logits), np.asarray(acts[PENULTIMATE])
+def linear_probe_accuracy(cfg: Config, train_feats, train_y, test_feats, test_y, key) -> float:
+    """Accuracy of a linear head trained on frozen, standardised features (the authors' protocol:
+    Adam 1e-3, ``probe_epochs`` epochs, a fresh head; their encoder ends in a BatchNorm without
+    affine parameters, which standardisation stands in for)."""
+    import flax.linen as nn
+
+    from jaxinterp.models import train_classifier
+
+    mean, std = train_feats.mean(0), train_feats.std(0)
+    std = np.where(std > 1e-8, std, 1.0)
+    z_train, z_test = (train_feats - mean) / std, (test_feats - mean) / std
+    bs = min(cfg.batch_size, len(train_y))
+    head = nn.Dense(len(SHAPE_NAMES))
+    params, _ = train_classifier(head, z_train.astype(np.float32), train_y, key=key, batch_size=bs,
+                                 steps=_steps(len(train_y), cfg.probe_epochs, bs), learning_rate=1e-3,
+                                 schedule="constant")
+    pred = np.asarray(head.apply(params, jnp.asarray(z_test, jnp.float32))).argmax(-1)
+    return float(np.mean(pred == test_y))
 
 
-def _accuracy_vs_f(ctx, cfg, model, bar) -> dict[str, Any]:
-    test = make_shapes(cfg["n_test"], bias_fraction=0.0, seed=ctx.seed + 10_000, size=cfg["size"])
-    acc = np.zeros((cfg["seeds"], len(cfg["fractions"])))
+def _accuracy_vs_f(cfg: Config, key, bar) -> dict[str, Any]:
+    test = make_shapes(cfg.n_test, bias_fraction=0.0, seed=_int_seed(named_key(key, "test")), size=cfg.size)
+    fractions = list(cfg.fractions)
+    probe = np.zeros((cfg.seeds, len(fractions)))
+    own = np.zeros_like(probe)
+    sizes = np.zeros(len(fractions), int)
     kept = None
-    for s in range(cfg["seeds"]):
-        sets = bias_sweep(cfg["fractions"], n=cfg["n_train"], seed=ctx.seed * 1000 + s, size=cfg["size"])
-        for i, (f, data) in enumerate(zip(cfg["fractions"], sets)):
-            params = _fit(model, cfg, data, jax.random.key(ctx.seed * 1000 + s))
-            logits, feats = _outputs(model, params, test.x)
-            acc[s, i] = float(np.mean(logits.argmax(-1) == test.y))
-            if s == 0 and abs(f - cfg["analysis_fraction"]) < 1e-9:
-                kept = (params, logits, feats)
+    analysis_in_sweep = any(abs(f - cfg.analysis_fraction) < 1e-9 for f in fractions)
+    for s in range(cfg.seeds):
+        sets = bias_sweep(fractions, n=cfg.n_unbiased, seed=_int_seed(named_key(key, "data", s)), size=cfg.size,
+                          schedule=cfg.size_schedule)
+        for i, (f, data) in enumerate(zip(fractions, sets)):
+            params = _fit(cfg, data, named_key(key, "train", s, i))
+            logits, feats = _outputs(cfg, params, test.x)
+            train_feats = _outputs(cfg, params, data.x)[1]
+            own[s, i] = float(np.mean(logits.argmax(-1) == test.y))
+            probe[s, i] = linear_probe_accuracy(cfg, train_feats, data.y, feats, test.y, named_key(key, "probe", s, i))
+            sizes[i] = len(data.y)
+            if s == 0 and abs(f - cfg.analysis_fraction) < 1e-9:
+                kept = (logits, feats)
             bar.update(1)
-    if kept is None:  # the analysis fraction is not in the sweep: train it once more
-        data = bias_sweep([cfg["analysis_fraction"]], n=cfg["n_train"], seed=ctx.seed * 1000, size=cfg["size"])[0]
-        params = _fit(model, cfg, data, jax.random.key(ctx.seed * 1000))
-        kept = (params, *_outputs(model, params, test.x))
-    return dict(acc=acc, test=test, analysis=kept)
+    if not analysis_in_sweep:  # the analysis fraction is not in the sweep: train it once more
+        data = bias_sweep([cfg.analysis_fraction], n=cfg.n_unbiased, seed=_int_seed(named_key(key, "data", 0)),
+                          size=cfg.size, schedule=cfg.size_schedule)[0]
+        kept = _outputs(cfg, _fit(cfg, data, named_key(key, "train", "analysis")), test.x)
+    return dict(probe=probe, own=own, sizes=sizes, test=test, logits=kept[0], features=kept[1])
 
 
-def _logit_analysis(ctx, cfg, test: ShapesData, logits, feats) -> dict[str, Any]:
-    c = cfg["analysis_class"]
-    ra = range_analysis(
-        logits[:, c], {"shape": test.y, "band": test.band}, n_bins=cfg["n_bins"],
-        n_exemplars=cfg["n_exemplars"], key=jax.random.key(ctx.seed),
-    )
+# ---------------------------------------------------------------------------------- analysis
+
+def _logit_analysis(cfg: Config, key, test: ShapesData, logits, feats) -> dict[str, Any]:
+    from jaxinterp.midrange import attribute_stats, range_analysis, unit_attribute_scores
+
+    c, n_bins = cfg.analysis_class, cfg.n_bins
+    ra = range_analysis(logits[:, c], {"shape": test.y, "band": test.band}, n_bins=n_bins,
+                        n_exemplars=cfg.n_exemplars, key=named_key(key, "exemplars"))
     other = test.y != c
-    band_other = attribute_stats(ra.bins[other], test.band[other], cfg["n_bins"])
-    # fraction of non-target inputs in the target's own band, per bin (chance 1/3)
+    band_other = attribute_stats(ra.bins[other], test.band[other], n_bins)
     fb = np.asarray(band_other.frequencies)
-    own_band = fb[:, list(band_other.values).index(c)] if c in band_other.values else np.zeros(cfg["n_bins"])
+    # fraction of non-target inputs in the target's own band, per bin (chance 1/3)
+    own_band = fb[:, list(band_other.values).index(c)] if c in band_other.values else np.zeros(n_bins)
     label_freq = np.asarray(ra.attributes["shape"].frequencies)[:, c]
-    units_band = unit_attribute_scores(feats, test.band, n_bins=cfg["n_bins"])
-    units_shape = unit_attribute_scores(feats, test.y, n_bins=cfg["n_bins"])
+    units_band = unit_attribute_scores(feats, test.band, n_bins=n_bins)
+    units_shape = unit_attribute_scores(feats, test.y, n_bins=n_bins)
     alive = ~np.asarray(units_band.constant)
     thresh = 0.01 / max(int(alive.sum()), 1)  # Bonferroni over live units
     return dict(
         ra=ra, own_band=own_band, label_freq=label_freq, units_band=units_band, units_shape=units_shape,
         metrics=dict(
-            model_bias_fraction=cfg["analysis_fraction"], logit_class=SHAPE_NAMES[c],
+            model_bias_fraction=cfg.analysis_fraction, logit_class=SHAPE_NAMES[c],
             bin_edges=ra.edges, bin_counts=ra.counts,
             target_fraction_per_bin=label_freq,
             nontarget_own_band_fraction_per_bin=own_band,
             top_bin_target_fraction=float(label_freq[-1]),
-            mid_bins_nontarget_own_band_fraction=float(np.mean(own_band[2:-2])) if cfg["n_bins"] > 4 else None,
+            mid_bins_nontarget_own_band_fraction=float(np.mean(own_band[2:-2])) if n_bins > 4 else None,
             mi_bin_shape=float(ra.attributes["shape"].mutual_information),
             mi_bin_band=float(ra.attributes["band"].mutual_information),
             mi_bin_band_nontarget=float(band_other.mutual_information),
@@ -135,76 +282,134 @@ def _logit_analysis(ctx, cfg, test: ShapesData, logits, feats) -> dict[str, Any]
             penultimate_units_alive=int(alive.sum()),
             penultimate_units_band_significant=int(np.sum(alive & (np.asarray(units_band.p_value) < thresh))),
             penultimate_units_shape_significant=int(np.sum(alive & (np.asarray(units_shape.p_value) < thresh))),
-            penultimate_mi_band=np.asarray(units_band.mutual_information),
-            penultimate_mi_shape=np.asarray(units_shape.mutual_information),
         ),
     )
 
 
-def _group_benchmark(ctx, cfg, model, bar) -> dict[str, Any]:
-    ranges = {"0.00-0.25": (0.0, 0.25), "0.25-0.75": (0.25, 0.75), "0.75-1.00": (0.75, 1.0)}
-    per_seed: list[dict[str, Any]] = []
-    for s in range(cfg["group_seeds"]):
-        bench = load_shapes_groups(
-            ctx.seed * 1000 + 500 + s, aligned_fraction=cfg["aligned_fraction"], n_train=cfg["n_train"],
-            n_val=cfg["n_val"], n_test=cfg["n_group_test"], size=cfg["size"],
-        )
-        params = _fit(model, cfg, bench.train, jax.random.key(ctx.seed * 1000 + 500 + s))
-        splits = {}
-        for name, d in (("train", bench.train), ("val", bench.val), ("test", bench.test)):
-            logits, feats = _outputs(model, params, d.x)
-            splits[name] = Split(feats, logits, d.y, None if name == "train" else d.group)
-        res = compare_methods(splits["train"], splits["val"], splits["test"], key=jax.random.key(s),
-                              n_groups=N_GROUPS, low=cfg["low"], high=cfg["high"], C=cfg["C"])
-        ablation = {}
-        for label, (lo, hi) in ranges.items():
-            r = compare_methods(splits["train"], splits["val"], splits["test"], key=jax.random.key(s),
-                                n_groups=N_GROUPS, low=lo, high=hi, C=cfg["C"], methods=("mid",))["mid"]
-            ablation[label] = r.metrics.worst_group
-        mask_minority = ~bench.train.biased
-        mask = np.asarray(midrange_mask(splits["train"].logits, bench.train.y, low=cfg["low"], high=cfg["high"]))
-        per_seed.append(dict(
-            results=res, ablation=ablation,
-            minority_share_train=float(mask_minority.mean()),
-            minority_share_curated=float(mask_minority[mask].mean()),
-        ))
+def _group_seed(cfg: Config, key) -> tuple[dict[str, Any], dict[str, float]]:
+    """One group-benchmark seed: ERM on the training part, then every method on the test set."""
+    from jaxinterp.midrange import Split, compare_methods
+
+    bench = load_shapes_groups(_int_seed(named_key(key, "data")), aligned_fraction=cfg.aligned_fraction,
+                               n_train=cfg.n_train + cfg.n_pool, n_val=cfg.n_val, n_test=cfg.n_group_test,
+                               size=cfg.size)
+    train, pool = bench.train.subset(slice(0, cfg.n_train)), bench.train.subset(slice(cfg.n_train, None))
+    if cfg.curation_pool == "train":
+        pool = train
+    params = _fit(cfg, train, named_key(key, "train"))
+    splits = {}
+    for name, d in (("pool", pool), ("val", bench.val), ("test", bench.test)):
+        logits, feats = _outputs(cfg, params, d.x)
+        splits[name] = Split(feats, logits, d.y, None if name == "pool" else d.group)
+    curation = dict(n_bins=cfg.n_bins, select=(cfg.select_first, cfg.n_bins), reference=cfg.reference,
+                    rest_ratio=cfg.rest_ratio)
+    res = compare_methods(splits["pool"], splits["val"], splits["test"], key=named_key(key, "methods"),
+                          n_groups=N_GROUPS, C=cfg.C, curation=curation, dfr_retrains=cfg.dfr_retrains,
+                          methods=METHODS)
+    minority = ~pool.biased
+    from jaxinterp.midrange import curate
+
+    cand = curate(splits["pool"].logits, pool.y, key=named_key(key, "methods", "mid"), **curation).candidates
+    shares = dict(pool=float(minority.mean()), mid=float(minority[res["mid"].indices].mean()),
+                  mid_own_class=float(minority[res["mid_own_class"].indices].mean()),
+                  mid_candidates=float(minority[cand].mean()) if cand.any() else float("nan"))
+    return res, shares
+
+
+def _group_benchmark(cfg: Config, key, bar) -> tuple[dict, dict]:
+    runs = []
+    for s in range(cfg.group_seeds):
+        runs.append(_group_seed(cfg, named_key(key, s)))
         bar.update(1)
-    return dict(per_seed=per_seed)
+    groups = {m: dict(worst=np.array([r[m].metrics.worst_group for r, _ in runs]),
+                      mean=np.array([r[m].metrics.mean_accuracy for r, _ in runs]),
+                      per_group=np.array([r[m].metrics.per_group for r, _ in runs]),
+                      n_fit=np.array([r[m].n_fit for r, _ in runs]))
+              for m in METHODS}
+    minority = {k: np.array([sh[k] for _, sh in runs]) for k in runs[0][1]}
+    return groups, minority
 
 
-def _summarise_groups(per_seed) -> dict[str, Any]:
-    methods = list(per_seed[0]["results"])
-    worst = {m: np.array([p["results"][m].metrics.worst_group for p in per_seed]) for m in methods}
-    mean = {m: np.array([p["results"][m].metrics.mean_accuracy for p in per_seed]) for m in methods}
-    per_group = {m: np.nanmean([p["results"][m].metrics.per_group for p in per_seed], axis=0) for m in methods}
-    gap = float(np.mean(worst["dfr"]) - np.mean(worst["erm"]))
-    closed = float((np.mean(worst["mid"]) - np.mean(worst["erm"])) / gap) if abs(gap) > 1e-12 else None
+def compute(config: Config, key) -> Result:
+    """Accuracy vs f, the mid-range logit analysis, and ERM / MID / DFR on the group benchmark."""
+    from tqdm.auto import tqdm
+
+    total = config.seeds * len(config.fractions) + config.group_seeds
+    with tqdm(total=total, desc="midrange: training CNNs", disable=not progress_enabled()) as bar:
+        sweep = _accuracy_vs_f(config, named_key(key, "curve"), bar)
+        groups, minority = _group_benchmark(config, named_key(key, "groups"), bar)
+    analysis = _logit_analysis(config, named_key(key, "analysis"), sweep["test"], sweep["logits"], sweep["features"])
+    return Result(config, sweep["probe"], sweep["own"], sweep["sizes"], sweep["test"], sweep["logits"],
+                  sweep["features"], analysis, groups, minority)
+
+
+# ---------------------------------------------------------------------------------- views
+
+def _std(a) -> float:
+    a = np.asarray(a, float)
+    return float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def metrics(result: Result) -> dict:
+    """The curve, the logit analysis, the group benchmark and the curated sets' minority shares."""
+    g, acc = result.groups, result.accuracy
     return dict(
-        worst=worst, mean=mean, per_group=per_group, gap_closed=closed,
-        ablation={k: float(np.mean([p["ablation"][k] for p in per_seed])) for k in per_seed[0]["ablation"]},
-        minority_share_train=float(np.mean([p["minority_share_train"] for p in per_seed])),
-        minority_share_curated=float(np.mean([p["minority_share_curated"] for p in per_seed])),
-        n_fit={m: int(np.mean([p["results"][m].n_fit for p in per_seed])) for m in methods},
+        bias_fraction=list(result.config.fractions),
+        train_size=result.train_sizes,
+        unbiased_accuracy=acc.mean(0),
+        unbiased_accuracy_std=[_std(a) for a in acc.T],
+        unbiased_accuracy_per_seed=acc,
+        unbiased_accuracy_end_to_end=result.accuracy_end_to_end.mean(0),
+        published_unbiased_accuracy=[a / 100 for a in PUBLISHED_ACC],
+        worst_group_accuracy={m: float(g[m]["worst"].mean()) for m in METHODS},
+        worst_group_accuracy_std={m: _std(g[m]["worst"]) for m in METHODS},
+        worst_group_accuracy_per_seed={m: g[m]["worst"] for m in METHODS},
+        mean_accuracy={m: float(g[m]["mean"].mean()) for m in METHODS},
+        mean_accuracy_std={m: _std(g[m]["mean"]) for m in METHODS},
+        per_group_accuracy={m: np.nanmean(g[m]["per_group"], axis=0) for m in METHODS},
+        retraining_set_size={m: float(g[m]["n_fit"].mean()) for m in METHODS},
+        minority_share={k: float(np.nanmean(v)) for k, v in result.minority.items()},
+        minority_share_per_seed=result.minority,
+        mid_beats_erm_worst_group=bool(g["mid"]["worst"].mean() > g["erm"]["worst"].mean()),
+        midrange_logit=result.analysis["metrics"],
     )
 
 
-# ----------------------------------------------------------------------------------------- figures
+def summary(result: Result) -> dict:
+    """Curve end points, worst-group accuracy per method and the curated minority share."""
+    g, acc, sh = result.groups, result.accuracy.mean(0), result.minority
+    return {
+        "unbiased acc (probe) first / last f": f"{acc[0]:.3f} / {acc[-1]:.3f}",
+        "worst group ERM / MID / DFR": " / ".join(f"{g[m]['worst'].mean():.3f}" for m in REPORTED),
+        "mean acc ERM / MID / DFR": " / ".join(f"{g[m]['mean'].mean():.3f}" for m in REPORTED),
+        "minority share pool / MID set": f"{np.nanmean(sh['pool']):.3f} / {np.nanmean(sh['mid']):.3f}",
+    }
 
-def _plt():
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def claims(result: Result) -> list[Claim]:
+    """Each published curve point (within ``CURVE_TOLERANCE``) and MID > ERM on the worst group."""
+    rows = []
+    for i, f in enumerate(result.config.fractions):
+        match = [j for j, p in enumerate(PUBLISHED_F) if abs(p - f) < 1e-9]
+        if match:
+            paper = PUBLISHED_ACC[match[0]] / 100
+            rows.append(within(f"unbiased test accuracy at bias fraction f={f:g} (linear probe)", paper,
+                               result.accuracy[:, i], tolerance=CURVE_TOLERANCE, figure="accuracy_vs_f"))
+    g = result.groups
+    rows.append(paired_ordering("retraining the last layer on MID-curated data raises worst-group accuracy "
+                                "over ERM", g["mid"]["worst"], g["erm"]["worst"],
+                                paper_value="MID > ERM (worst group)", figure="worst_group"))
+    return rows
 
-    return plt
 
+def _fig_accuracy(result: Result):
+    from jaxinterp.plotting import subplots
 
-def _fig_accuracy(ctx, cfg, acc) -> str:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    f = np.array(cfg["fractions"])
-    m, s = 100 * acc.mean(0), 100 * acc.std(0)
-    ax.errorbar(f, m, yerr=s, marker="o", capsize=3, label=f"this run ({acc.shape[0]} seed(s))")
+    fig, ax = subplots(figsize=(6, 3.8))
+    f, acc = np.array(result.config.fractions), result.accuracy
+    ax.errorbar(f, 100 * acc.mean(0), yerr=100 * np.array([_std(a) for a in acc.T]), marker="o", capsize=3,
+                label=f"ours, linear probe ({acc.shape[0]} seed(s))")
+    ax.plot(f, 100 * result.accuracy_end_to_end.mean(0), "^:", alpha=0.6, label="ours, end-to-end head")
     ax.plot(PUBLISHED_F, PUBLISHED_ACC, "s--", color="gray", alpha=0.7, label="published (5 seeds)")
     ax.axhline(100 / 3, color="k", lw=0.8, ls=":", label="chance")
     ax.set_xlabel("bias fraction f")
@@ -212,36 +417,35 @@ def _fig_accuracy(ctx, cfg, acc) -> str:
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
     ax.set_title("Shape accuracy vs fraction of position-biased training data", fontsize=9)
-    path = save_figure(fig, ctx.figure_path(NAME, "accuracy_vs_f"), dpi=110)
-    return path.name
+    return fig
 
 
-def _fig_histogram(ctx, cfg, test, logits, la) -> str:
-    plt = _plt()
-    c = cfg["analysis_class"]
-    v = logits[:, c]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    edges = la["ra"].edges
+def _fig_histogram(result: Result):
+    from jaxinterp.plotting import subplots
+
+    c, test, v = result.config.analysis_class, result.test, result.logits[:, result.config.analysis_class]
+    fig, axes = subplots(1, 2, figsize=(11, 3.6))
     hist_bins = np.linspace(v.min(), v.max(), 40)
     for ax, attr, names, title in (
-        (axes[0], test.y, SHAPE_NAMES, "by shape"),
-        (axes[1], test.band, [f"band {b} {BANDS[b]}" for b in range(3)], "by x-position band"),
+        (axes[0], test.y, SHAPE_NAMES, "coloured by shape"),
+        (axes[1], test.band, [f"band {b} {BANDS[b]}" for b in range(3)], "coloured by x-position band"),
     ):
         ax.hist([v[attr == k] for k in range(3)], bins=hist_bins, stacked=True, label=list(names))
-        for e in edges:
+        for e in result.analysis["ra"].edges:
             ax.axvline(e, color="k", lw=0.6, alpha=0.6)
         ax.set_xlabel(f"'{SHAPE_NAMES[c]}' logit (lines: quantile bin edges)")
-        ax.set_title(f"{title} (model trained at f={cfg['analysis_fraction']})", fontsize=9)
+        ax.set_ylabel("test images")
+        ax.set_title(f"{title} (model trained at f={result.config.analysis_fraction:g})", fontsize=9)
         ax.legend(fontsize=7)
-    path = save_figure(fig, ctx.figure_path(NAME, "logit_histogram"), dpi=110)
-    return path.name
+    return fig
 
 
-def _fig_bin_frequencies(ctx, cfg, la) -> str:
-    plt = _plt()
-    c = cfg["analysis_class"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    b = np.arange(cfg["n_bins"])
+def _fig_bin_frequencies(result: Result):
+    from jaxinterp.plotting import subplots
+
+    c, la = result.config.analysis_class, result.analysis
+    fig, ax = subplots(figsize=(6, 3.6))
+    b = np.arange(result.config.n_bins)
     ax.plot(b, la["label_freq"], "o-", label=f"fraction that are {SHAPE_NAMES[c]}s")
     ax.plot(b, la["own_band"], "s-", label=f"non-{SHAPE_NAMES[c]}s in band {c} (the {SHAPE_NAMES[c]}'s band)")
     ax.axhline(1 / 3, color="k", lw=0.8, ls=":", label="1/3")
@@ -249,18 +453,19 @@ def _fig_bin_frequencies(ctx, cfg, la) -> str:
     ax.set_ylabel("fraction within bin")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=7)
-    path = save_figure(fig, ctx.figure_path(NAME, "bin_frequencies"), dpi=110)
-    return path.name
+    return fig
 
 
-def _fig_exemplars(ctx, cfg, test, la) -> str:
-    plt = _plt()
-    ex = la["ra"].exemplars
+def _fig_exemplars(result: Result):
+    from jaxinterp.plotting import subplots
+
+    ex, test = result.analysis["ra"].exemplars, result.test
     nb, k = ex.shape
-    fig, axes = plt.subplots(nb, k, figsize=(k * 0.9, nb * 0.95))
+    fig, axes = subplots(nb, k, figsize=(k * 1.0, nb * 1.05), squeeze=False)
     for b in range(nb):
+        row = nb - 1 - b  # highest bin on top
         for j in range(k):
-            ax = axes[b, j]
+            ax = axes[row, j]
             ax.set_xticks([])
             ax.set_yticks([])
             i = ex[b, j]
@@ -269,15 +474,16 @@ def _fig_exemplars(ctx, cfg, test, la) -> str:
                 ax.set_title(f"{SHAPE_NAMES[test.y[i]][:3]} b{test.band[i]}", fontsize=6, pad=1)
             if j == 0:
                 ax.set_ylabel(f"bin {b}", fontsize=7)
-    fig.suptitle(f"Exemplars per quantile bin of the '{SHAPE_NAMES[cfg['analysis_class']]}' logit "
-                 "(bottom row = highest)", fontsize=8)
-    path = save_figure(fig, ctx.figure_path(NAME, "exemplars"), dpi=110)
-    return path.name
+    fig.suptitle(f"Exemplars per quantile bin of the '{SHAPE_NAMES[result.config.analysis_class]}' logit "
+                 "(top row = highest bin; title: shape, x band)", fontsize=8)
+    return fig
 
 
-def _fig_units(ctx, la) -> str:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.5, 3.6))
+def _fig_units(result: Result):
+    from jaxinterp.plotting import subplots
+
+    la = result.analysis
+    fig, ax = subplots(figsize=(5, 3.8))
     mb, ms = np.asarray(la["units_band"].mutual_information), np.asarray(la["units_shape"].mutual_information)
     dead = np.asarray(la["units_band"].constant)
     ax.scatter(ms[~dead], mb[~dead], s=14, label="live units")
@@ -287,112 +493,50 @@ def _fig_units(ctx, la) -> str:
     ax.set_ylabel("MI(unit bin; x band) [nats]")
     ax.set_title("Penultimate units, unbiased test set", fontsize=9)
     ax.legend(fontsize=7)
-    path = save_figure(fig, ctx.figure_path(NAME, "penultimate_units"), dpi=110)
-    return path.name
+    return fig
 
 
-def _fig_groups(ctx, cfg, g) -> str:
-    plt = _plt()
-    methods = list(g["per_group"])
-    fig, (ax, tab) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw=dict(width_ratios=[2.2, 1]))
+def _fig_groups(result: Result):
+    from jaxinterp.plotting import subplots
+
+    g, sh, cfg = result.groups, result.minority, result.config
+    fig, (ax, ax2) = subplots(1, 2, figsize=(12, 3.8), gridspec_kw=dict(width_ratios=[2.2, 1]))
     x = np.arange(N_GROUPS)
-    w = 0.8 / len(methods)
-    for i, m in enumerate(methods):
-        ax.bar(x + (i - (len(methods) - 1) / 2) * w, 100 * g["per_group"][m], w, label=m)
-    ax.set_xticks(x)
-    ax.set_xticklabels([f"{SHAPE_NAMES[k // 3][:3]}\nb{k % 3}" + ("*" if k // 3 == k % 3 else "")
-                        for k in range(N_GROUPS)], fontsize=7)
+    w = 0.8 / len(METHODS)
+    for i, m in enumerate(METHODS):
+        worst = g[m]["worst"]
+        ax.bar(x + (i - (len(METHODS) - 1) / 2) * w, 100 * np.nanmean(g[m]["per_group"], axis=0), w,
+               label=f"{m}: worst {100 * worst.mean():.1f}+/-{100 * _std(worst):.1f}")
+    ax.set_xticks(x, [f"{SHAPE_NAMES[k // 3][:3]}\nb{k % 3}" + ("*" if k // 3 == k % 3 else "")
+                      for k in range(N_GROUPS)], fontsize=7)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Per-group accuracy (* = aligned; training {100 * cfg['aligned_fraction']:.0f}% aligned)",
-                 fontsize=9)
-    ax.legend(fontsize=7, ncol=len(methods))
-    tab.axis("off")
-    rows = [[m, f"{100 * g['worst'][m].mean():.1f} +/- {100 * g['worst'][m].std():.1f}",
-             f"{100 * g['mean'][m].mean():.1f} +/- {100 * g['mean'][m].std():.1f}", str(g["n_fit"][m])]
-            for m in methods]
-    t = tab.table(cellText=rows, colLabels=["method", "worst group %", "mean %", "fit on"], loc="center")
-    t.auto_set_font_size(False)
-    t.set_fontsize(7)
-    t.scale(1.1, 1.4)
-    path = save_figure(fig, ctx.figure_path(NAME, "worst_group"), dpi=110)
-    return path.name
+    ax.set_title(f"Per-group accuracy over {len(g['erm']['worst'])} seed(s) (* = aligned; training "
+                 f"{100 * cfg.aligned_fraction:.0f}% aligned)", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    keys = ["pool", "mid_candidates", "mid", "mid_own_class"]
+    ax2.bar(range(len(keys)), [100 * np.nanmean(sh[k]) for k in keys],
+            yerr=[100 * _std(sh[k][np.isfinite(sh[k])]) for k in keys], capsize=3, color="tab:purple")
+    ax2.set_xticks(range(len(keys)), ["curation pool", "MID candidates", "MID set", "own-class set"],
+                   rotation=20, fontsize=7)
+    ax2.set_ylabel("minority (bias-conflicting) share (%)")
+    ax2.set_title("Who is in each retraining set", fontsize=9)
+    return fig
 
 
-# ------------------------------------------------------------------------------------------ study
-
-def run(ctx: StudyContext) -> StudyResult:
-    """Accuracy vs f, mid-range logit analysis, and ERM / MID / DFR on the group benchmark."""
-    cfg = _config(ctx)
-    model = CNN(channels=cfg["channels"], hidden=cfg["hidden"], n_classes=3)
-    total = cfg["seeds"] * len(cfg["fractions"]) + cfg["group_seeds"]
-    with tqdm(total=total, desc="midrange: training CNNs", disable=not ctx.progress) as bar:
-        sweep = _accuracy_vs_f(ctx, cfg, model, bar)
-        groups = _summarise_groups(_group_benchmark(ctx, cfg, model, bar)["per_seed"])
-    _, logits, feats = sweep["analysis"]
-    la = _logit_analysis(ctx, cfg, sweep["test"], logits, feats)
-    acc = sweep["acc"]
-    figures = [
-        _fig_accuracy(ctx, cfg, acc),
-        _fig_histogram(ctx, cfg, sweep["test"], logits, la),
-        _fig_bin_frequencies(ctx, cfg, la),
-        _fig_exemplars(ctx, cfg, sweep["test"], la),
-        _fig_units(ctx, la),
-        _fig_groups(ctx, cfg, groups),
-    ]
-    worst = {m: float(groups["worst"][m].mean()) for m in REPORTED}
-    mean = {m: float(groups["mean"][m].mean()) for m in REPORTED}
-    metrics = dict(
-        bias_fraction=cfg["fractions"],
-        unbiased_accuracy=[float(a) for a in acc.mean(0)],
-        unbiased_accuracy_std=[float(a) for a in acc.std(0)],
-        unbiased_accuracy_per_seed=acc.tolist(),
-        published_unbiased_accuracy=[a / 100 for a in PUBLISHED_ACC],
-        worst_group_accuracy=worst,
-        mean_accuracy=mean,
-        worst_group_accuracy_std={m: float(groups["worst"][m].std()) for m in REPORTED},
-        mean_accuracy_std={m: float(groups["mean"][m].std()) for m in REPORTED},
-        worst_group_accuracy_per_seed={m: groups["worst"][m].tolist() for m in groups["worst"]},
-        per_group_accuracy={m: groups["per_group"][m].tolist() for m in groups["per_group"]},
-        retrain_all_training_data={"worst_group_accuracy": float(groups["worst"]["all"].mean()),
-                                   "mean_accuracy": float(groups["mean"]["all"].mean())},
-        mid_beats_erm_worst_group=bool(worst["mid"] > worst["erm"]),
-        mid_gap_to_dfr_closed=groups["gap_closed"],
-        mid_worst_group_by_curation_range=groups["ablation"],
-        minority_share_train=groups["minority_share_train"],
-        minority_share_curated=groups["minority_share_curated"],
-        retraining_set_size=groups["n_fit"],
-        midrange_logit=la["metrics"],
-    )
-    summary = {
-        "unbiased acc f=0 / f=1": f"{acc.mean(0)[0]:.3f} / {acc.mean(0)[-1]:.3f}",
-        "worst-group ERM / MID / DFR": " / ".join(f"{worst[m]:.3f}" for m in REPORTED),
-        "mean acc ERM / MID / DFR": " / ".join(f"{mean[m]:.3f}" for m in REPORTED),
-        "gap to DFR closed by MID": (f"{groups['gap_closed']:.2f}" if groups["gap_closed"] is not None else "n/a"),
-    }
-    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
-    params["curation_pool"] = "training set (no group labels)"
-    params["last_layer"] = "L1 multinomial logistic regression (JAX FISTA), standardised penultimate features"
-    return StudyResult(params=params, metrics=metrics, figures=figures, summary=summary)
-
-
-def add_arguments(parser) -> None:
-    """Study flags: the sweep, the sizes and the curation range."""
-    parser.add_argument("--fractions", type=float, nargs="+", default=None, help="bias fractions f to sweep")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per bias fraction")
-    parser.add_argument("--group-seeds", type=int, default=None, help="seeds of the group benchmark")
-    parser.add_argument("--n-train", type=int, default=None, help="training images per model")
-    parser.add_argument("--steps", type=int, default=None, help="Adam steps per model")
-    parser.add_argument("--aligned-fraction", type=float, default=None, help="aligned share of group training set")
-    parser.add_argument("--low", type=float, default=None, help="MID curation lower quantile (0.25)")
-    parser.add_argument("--high", type=float, default=None, help="MID curation upper quantile (0.75)")
-    parser.add_argument("--C", type=float, default=None, help="inverse L1 strength of last-layer retraining")
-    parser.add_argument("--analysis-fraction", type=float, default=None,
-                        help="bias fraction of the model whose logits are binned (0.5)")
+def figures(result: Result) -> dict:
+    """Curve, logit histogram, per-bin frequencies, exemplars, penultimate units, group benchmark."""
+    return {"accuracy_vs_f": _fig_accuracy(result), "logit_histogram": _fig_histogram(result),
+            "bin_frequencies": _fig_bin_frequencies(result), "exemplars": _fig_exemplars(result),
+            "penultimate_units": _fig_units(result), "worst_group": _fig_groups(result)}
 
 
 STUDY = Study(
     name=NAME,
     description="Mid-range activations: accuracy vs spurious-cue fraction, mid-range logits, MID curation vs ERM/DFR",
-    run=run,
-    add_arguments=add_arguments,
+    config=Config,
+    compute=compute,
+    metrics=metrics,
+    figures=figures,
+    claims=claims,
+    summary=summary,
 )
