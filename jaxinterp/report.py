@@ -206,7 +206,7 @@ def _section(name: str, payload: dict | None, error: str | None) -> str:
     return (
         f'<section id="{_escape(name)}"><h2>{_escape(name)}</h2><p>{desc}{timing}</p>'
         f"{_table(payload.get('summary') or {}, ('headline', 'value'))}"
-        f"<details><summary>settings</summary>{_table(payload.get('params') or {}, ('setting', 'value'))}</details>"
+        f"<details open><summary>settings</summary>{_table(payload.get('params') or {}, ('setting', 'value'))}</details>"
         f"<details><summary>all metrics</summary>{_table(payload.get('metrics') or {})}</details>"
         f"{figs}</section>")
 

@@ -1,4 +1,4 @@
-"""Study `polytope`: the polytope lens (Black, Sharkey et al. 2022) on an MLP and a CNN on mnist1d.
+"""Study ``polytope``: the polytope lens (Black, Sharkey et al. 2022) on an MLP and a CNN on mnist1d.
 
 1. Boundary density (exact line walk, float64) on paths between test inputs of the same class and
    of different classes: the paper reports higher density across classes.
@@ -7,55 +7,106 @@
    (a peak uniform on the path) and ``peak_offset_midpoint`` (a peak at the middle of every path,
    where same-class paths peak too).
 3. Clustering test inputs by polytope codes (Hamming) vs by their activations (Euclidean), with
-   the same algorithms (K-means; agglomerative, average linkage): purity / NMI against labels.
+   the same algorithms (K-means; agglomerative, average linkage): purity / NMI against labels,
+   averaged over ``cluster_repeats`` random draws of test inputs.
 4. Hanin & Rolnick (2019): regions crossed per unit length along lines at initialisation vs the
    number of neurons (MLPs of depth 2 and growing width), with a linear fit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Any, Literal, NamedTuple
 
-import jax
 import numpy as np
-from scipy.stats import mannwhitneyu
 
-from jaxinterp import datasets, models
-from jaxinterp.capture import POST_SUFFIX, capture
-from jaxinterp.polytope import (class_change_positions, codes_from_preactivations, compare_clusterings, exact_walk,
-                                relu_preactivations)
-from jaxinterp.studies.base import Study, StudyContext, StudyResult
-from jaxinterp.plotting import save_figure
+from jaxinterp.keys import named_key
+from jaxinterp.studies import claims as claims_lib
+from jaxinterp.studies.base import Study, StudyConfig, numpy_rng
 
 NAME = "polytope"
 MAXPOOL = {"Conv_0/relu": 2, "Conv_1/relu": 2}  # models.CNN max-pools each conv block by 2
+CLUSTER_KINDS = ("codes", "activations", "codes_agglomerative", "activations_agglomerative")
 
 
-def add_arguments(parser) -> None:
-    """Study-specific flags."""
-    parser.add_argument("--pairs", type=int, default=None, help="paths per group (same / different class)")
-    parser.add_argument("--cnn-steps", type=int, default=None, help="CNN training steps")
-    parser.add_argument("--cluster-points", type=int, default=None, help="test inputs clustered")
+@dataclasses.dataclass(frozen=True)
+class Config(StudyConfig):
+    """Settings of the ``polytope`` study (models trained on mnist1d).
+
+    Attributes:
+      archs: classifiers analysed (``models.MLP``; ``models.CNN`` with its max-pools declared).
+      mlp_steps: MLP training steps; None for the model's default.
+      cnn_steps: CNN training steps; None for the model's default.
+      pairs: paths per group (same class / different class).
+      cluster_points: test inputs per clustering draw.
+      cluster_repeats: independent draws of test inputs (and K-means seeds) for the clustering.
+      n_clusters: clusters per method.
+      max_crossings: most boundaries recorded per path.
+      tol: tolerance of the exact walk.
+      profile_bins: bins of the density profile along the path.
+      class_change_steps: resolution of the class-change search along each path.
+      widths: hidden widths of the 2-layer MLPs of the Hanin-Rolnick sweep.
+      lines_per_width: lines walked per width.
+    """
+
+    archs: tuple[Literal["mlp", "cnn"], ...] = ("mlp", "cnn")
+    mlp_steps: int | None = None
+    cnn_steps: int | None = None
+    pairs: int = 150
+    cluster_points: int = 600
+    cluster_repeats: int = 10
+    n_clusters: int = 10
+    max_crossings: int = 4096
+    tol: float = 1e-9
+    profile_bins: int = 20
+    class_change_steps: int = 200
+    widths: tuple[int, ...] = (8, 16, 32, 64, 128)
+    lines_per_width: int = 24
+
+    @classmethod
+    def quick(cls) -> Config:
+        """300-step classifiers (shared with the other quick studies), 10 paths, 150 points, 3 widths."""
+        return cls(mlp_steps=300, cnn_steps=300, pairs=10, cluster_points=150, cluster_repeats=5,
+                   widths=(8, 16, 32), lines_per_width=6)
+
+    def validate(self) -> None:
+        """Positive counts; at least 2 paths and 2 lines per width; clusters fewer than points."""
+        super().validate()
+        for name in ("pairs", "cluster_points", "cluster_repeats", "n_clusters", "max_crossings", "profile_bins",
+                     "class_change_steps", "lines_per_width"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` must be positive; got {getattr(self, name)}.")
+        for name in ("mlp_steps", "cnn_steps"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` must be positive (or None for the default); got {getattr(self, name)}.")
+        if not self.archs:
+            raise ValueError("`archs` must name at least one classifier.")
+        if self.pairs < 2 or self.lines_per_width < 2:
+            raise ValueError(f"`pairs` and `lines_per_width` must be >= 2; got {self.pairs}, {self.lines_per_width}.")
+        if self.n_clusters >= self.cluster_points:
+            raise ValueError(f"`n_clusters` must be below `cluster_points`; got {self.n_clusters} and "
+                             f"{self.cluster_points}.")
+        if not self.widths or min(self.widths) <= 0:
+            raise ValueError(f"`widths` must be one or more positive widths; got {self.widths}.")
+        if not self.tol > 0:
+            raise ValueError(f"`tol` must be positive; got {self.tol}.")
 
 
-def _settings(ctx: StudyContext) -> dict:
-    quick = ctx.quick
-    opts = {k: v for k, v in ctx.options.items() if v is not None}
-    return {
-        "dataset": "mnist1d",
-        # 300 (quick) / None (the models' defaults) share memoised classifiers with other studies
-        "mlp_steps": 300 if quick else None,
-        "cnn_steps": opts.get("cnn_steps", 300 if quick else None),
-        "pairs": opts.get("pairs", 10 if quick else 150),
-        "cluster_points": opts.get("cluster_points", 150 if quick else 600),
-        "n_clusters": 10,
-        "max_crossings": 4096,
-        "tol": 1e-9,
-        "profile_bins": 20,
-        "class_change_steps": 200,
-        "widths": [8, 32] if quick else [8, 16, 32, 64, 128],
-        "lines_per_width": 6 if quick else 24,
-    }
+class Result(NamedTuple):
+    """What ``compute`` returns.
+
+    Attributes:
+      per_arch: ``{arch: dict}`` of per-path arrays (``density_same [pairs]``, ``density_diff``,
+        ``peak_offset [paths with a class change]``, ...), ``clustering`` (``{metric: [repeats]}``),
+        ``test_accuracy`` and ``train_steps``.
+      sweep: the Hanin-Rolnick width sweep (``n_neurons``, ``regions_per_unit_length``, fits).
+      seconds: wall time per part.
+    """
+
+    per_arch: dict[str, dict[str, Any]]
+    sweep: dict[str, Any]
+    seconds: dict[str, float]
 
 
 def _pairs(y: np.ndarray, n: int, rng: np.random.Generator, same: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -69,110 +120,288 @@ def _pairs(y: np.ndarray, n: int, rng: np.random.Generator, same: bool) -> tuple
     return np.array(a), np.array(b)
 
 
-def _density_and_peaks(fn, pre, x, y, cfg, rng) -> dict:
+def _aligned_profile(walk, change: np.ndarray, has: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Crossing density against ``t - t(class change)``, averaged over the paths reaching each offset."""
+    rel = (walk.positions - change[:, None])[has]
+    w = walk.n_flips[has] / walk.length[has, None]
+    finite = np.isfinite(rel)
+    hist, edges = np.histogram(rel[finite], bins=40, range=(-1, 1), weights=w[finite])
+    centers = (edges[:-1] + edges[1:]) / 2  # a path covers offsets [-c, 1 - c]
+    covered = ((centers[None] >= -change[has, None]) & (centers[None] <= 1 - change[has, None])).sum(0)
+    return np.where(covered > 0, hist / np.maximum(covered, 1) / (2 / 40), np.nan), edges
+
+
+def peak_offsets(fn, x0, x1, histogram: np.ndarray, *, n_steps: int = 200) -> dict[str, np.ndarray]:
+    """Distance from each path's density peak to where the predicted class first changes.
+
+    Args:
+      fn: the classifier, ``x [batch, ...] -> logits``.
+      x0, x1: path ends ``[paths, ...]``.
+      histogram: boundary crossings per position bin ``[paths, bins]`` (``LineWalk.position_histogram``).
+      n_steps: resolution of the class-change search.
+
+    Returns:
+      For the paths whose class changes: ``peak_offset`` (``|peak - change|``, fractions of the
+      path), ``peak_offset_chance`` (``E|U - change|`` for a peak ``U`` uniform on the path),
+      ``peak_offset_midpoint`` (``|0.5 - change|``, every path peaking at its midpoint) and
+      ``class_change_position``; ``has_change [paths]`` marks those paths.
+    """
+    from jaxinterp.polytope import class_change_positions
+
+    change = class_change_positions(fn, x0, x1, n_steps=n_steps)
+    has = np.isfinite(change)
+    peak = (np.argmax(histogram, axis=1) + 0.5) / histogram.shape[1]
+    return {"peak_offset": np.abs(peak - change)[has], "peak_offset_chance": ((change**2 + (1 - change) ** 2) / 2)[has],
+            "peak_offset_midpoint": np.abs(0.5 - change)[has], "class_change_position": change[has],
+            "has_change": has, "change": change}
+
+
+def _density_and_peaks(fn, pre, x, y, config: Config, key) -> dict:
     """Exact-walk densities on same/different-class paths and the peak offset on the latter."""
-    out = {}
-    walks = {}
+    from jaxinterp.polytope import exact_walk
+
+    out, walks = {}, {}
     for group, same in (("same", True), ("diff", False)):
-        i, j = _pairs(y, cfg["pairs"], rng, same)
-        walk = exact_walk(pre, x[i], x[j], max_crossings=cfg["max_crossings"], tol=cfg["tol"], keep_regions=False)
+        i, j = _pairs(y, config.pairs, numpy_rng(named_key(key, group)), same)
+        walk = exact_walk(pre, x[i], x[j], max_crossings=config.max_crossings, tol=config.tol, keep_regions=False)
         walks[group] = (walk, i, j)
         out[f"density_{group}"] = walk.density
         out[f"length_{group}"] = walk.length
         out[f"truncated_{group}"] = int(walk.truncated.sum())
         out[f"affine_error_{group}"] = float(walk.affine_error.max())
-    bins = cfg["profile_bins"]
-    for group in ("same", "diff"):
-        w_ = walks[group][0]
-        h_ = w_.position_histogram(bins)
-        out[f"profile_{group}"] = (h_ / w_.length[:, None]).mean(0) * bins
-        out[f"peak_position_{group}"] = (np.argmax(h_, axis=1) + 0.5) / bins
+        h = walk.position_histogram(config.profile_bins)
+        out[f"profile_{group}"] = (h / walk.length[:, None]).mean(0) * config.profile_bins
+        out[f"peak_position_{group}"] = (np.argmax(h, axis=1) + 0.5) / config.profile_bins
     walk, i, j = walks["diff"]
-    change = class_change_positions(fn, x[i], x[j], n_steps=cfg["class_change_steps"])
-    peak = out["peak_position_diff"]
-    has = np.isfinite(change)
-    out["peak_offset"] = np.abs(peak - change)[has]
-    # expected |U - c| for a peak position U uniform on [0, 1]
-    out["peak_offset_chance"] = ((change**2 + (1 - change) ** 2) / 2)[has]
-    # control: the offset if every path's density peaked at its midpoint (same-class paths peak there too)
-    out["peak_offset_midpoint"] = np.abs(0.5 - change)[has]
-    # crossing density relative to the class change, aligned (for the figure)
-    pos = walk.positions
-    rel = (pos - change[:, None])[has]
-    w = walk.n_flips[has] / walk.length[has, None]
-    out["aligned_hist"], out["aligned_edges"] = np.histogram(rel[np.isfinite(rel)], bins=40, range=(-1, 1),
-                                                             weights=w[np.isfinite(rel)])
-    # average over the paths that reach each offset (a path covers offsets [-c, 1 - c])
-    centers = (out["aligned_edges"][:-1] + out["aligned_edges"][1:]) / 2
-    covered = ((centers[None] >= -change[has, None]) & (centers[None] <= 1 - change[has, None])).sum(0)
-    out["aligned_hist"] = np.where(covered > 0, out["aligned_hist"] / np.maximum(covered, 1) / (2 / 40), np.nan)
-    out["class_change_position"] = change[has]
+    peaks = peak_offsets(fn, x[i], x[j], walk.position_histogram(config.profile_bins),
+                         n_steps=config.class_change_steps)
+    has = peaks.pop("has_change")
+    out["aligned_hist"], out["aligned_edges"] = _aligned_profile(walk, peaks.pop("change"), has)
+    out.update(peaks)
     out["paths_with_class_change"] = int(has.sum())
     return out
 
 
-def _clustering(fn, x, y, cfg, seed) -> dict:
-    """Codes vs activations of all ReLU layers, and of the last hidden layer alone."""
-    acts = jax.jit(lambda v: capture(fn, post_activations=True)(v)[1])(x)
-    names = [n for n in acts if not n.endswith(POST_SUFFIX)]
-    out = {}
-    for suffix, layers in (("", names), ("_last_layer", names[-1:])):
-        codes = np.asarray(codes_from_preactivations({n: acts[n] for n in layers}))
-        flat = np.concatenate([np.asarray(acts[n + POST_SUFFIX]).reshape(len(x), -1) for n in layers], axis=1)
-        res = compare_clusterings(codes, flat, y, cfg["n_clusters"], seed=seed)
-        out.update({k + suffix: v for k, v in res.items()})
-    return out
+def clustering_draws(fn, x, y, key, *, points: int, repeats: int, n_clusters: int) -> dict[str, np.ndarray]:
+    """Cluster ``repeats`` random draws of ``points`` inputs by polytope codes and by activations.
+
+    Codes (Hamming) and post-activations (Euclidean) of all ReLU layers, and of the last hidden
+    layer alone, are clustered with the same algorithms (``polytope.compare_clusterings``).
+
+    Args:
+      fn: the network, ``x [batch, ...] -> output``.
+      x, y: inputs ``[n, ...]`` and class labels ``[n]``.
+      key: PRNG key of the draws (and of each draw's K-means seed).
+      points: inputs per draw (at most ``n``).
+      repeats: number of draws.
+      n_clusters: clusters per method.
+
+    Returns:
+      ``{metric: [repeats]}`` with the keys of ``compare_clusterings`` and their ``_last_layer`` twins.
+    """
+    import jax
+
+    from jaxinterp.capture import POST_SUFFIX, capture
+    from jaxinterp.polytope import codes_from_preactivations, compare_clusterings
+
+    captured = jax.jit(lambda v: capture(fn, post_activations=True)(v)[1])
+    runs: dict[str, list[float]] = {}
+    for r in range(repeats):
+        rng = numpy_rng(named_key(key, "draw", r))
+        idx = rng.choice(len(x), points, replace=False)
+        acts = captured(x[idx])
+        names = [n for n in acts if not n.endswith(POST_SUFFIX)]
+        seed = int(rng.integers(0, 2**31 - 1))
+        for suffix, layers in (("", names), ("_last_layer", names[-1:])):
+            codes = np.asarray(codes_from_preactivations({n: acts[n] for n in layers}))
+            flat = np.concatenate([np.asarray(acts[n + POST_SUFFIX]).reshape(len(idx), -1) for n in layers], axis=1)
+            for k, v in compare_clusterings(codes, flat, np.asarray(y)[idx], n_clusters, seed=seed).items():
+                runs.setdefault(k + suffix, []).append(v)
+    return {k: np.asarray(v) for k, v in runs.items()}
 
 
-def _width_sweep(x: np.ndarray, cfg: dict, seed: int) -> dict:
+def _width_sweep(x: np.ndarray, config: Config, key) -> dict:
     """Regions crossed per unit length along lines between test inputs, at initialisation."""
-    rng = np.random.default_rng(seed + 7)
-    n = cfg["lines_per_width"]
-    i = rng.choice(len(x), n, replace=False)
-    j = rng.choice(len(x), n, replace=False)
-    keep = i != j
-    i, j = i[keep], j[keep]
+    from jaxinterp import models
+    from jaxinterp.polytope import exact_walk, relu_preactivations
+
+    rng = numpy_rng(named_key(key, "lines"))
+    i = rng.choice(len(x), config.lines_per_width, replace=False)
+    j = rng.choice(len(x), config.lines_per_width, replace=False)
+    i, j = i[i != j], j[i != j]
     rows = []
-    for width in cfg["widths"]:
+    for width in config.widths:
         model = models.MLP(hidden=(width, width), n_classes=10)
-        params = models.init_params(model, x.shape[1:], key=jax.random.key(seed + width))
+        params = models.init_params(model, x.shape[1:], key=named_key(key, "init", width))
         pre = relu_preactivations(lambda v, model=model, params=params: model.apply(params, v))
-        walk = exact_walk(pre, x[i], x[j], max_crossings=cfg["max_crossings"], tol=cfg["tol"], keep_regions=False)
-        rows.append((width, 2 * width, float(np.mean(walk.n_crossings / walk.length)),
-                     float(np.mean(walk.n_boundaries / walk.length))))
-    widths, neurons, regions, flips = (np.array(c) for c in zip(*rows))
-    slope, intercept = np.polyfit(neurons, regions, 1)
+        walk = exact_walk(pre, x[i], x[j], max_crossings=config.max_crossings, tol=config.tol, keep_regions=False)
+        rows.append((width, 2 * width, float(np.mean(walk.n_crossings / walk.length))))
+    widths, neurons, regions = (np.array(c, dtype=float) for c in zip(*rows))
+    slope, intercept = np.polyfit(neurons, regions, 1) if len(neurons) > 1 else (np.nan, np.nan)
     pred = slope * neurons + intercept
-    r2 = 1 - np.sum((regions - pred) ** 2) / np.sum((regions - regions.mean()) ** 2)
-    loglog = np.polyfit(np.log(neurons), np.log(regions), 1)[0]
-    return {"widths": widths.tolist(), "n_neurons": neurons.tolist(), "regions_per_unit_length": regions.tolist(),
+    ss_tot = np.sum((regions - regions.mean()) ** 2)
+    r2 = 1 - np.sum((regions - pred) ** 2) / ss_tot if len(neurons) > 2 and ss_tot > 0 else np.nan
+    loglog = np.polyfit(np.log(neurons), np.log(regions), 1)[0] if len(neurons) > 1 else np.nan
+    return {"widths": widths.astype(int).tolist(), "n_neurons": neurons.astype(int).tolist(),
+            "regions_per_unit_length": regions.tolist(),
             "regions_per_unit_length_per_neuron": (regions / neurons).tolist(),
             "linear_fit_slope": float(slope), "linear_fit_intercept": float(intercept), "linear_fit_r2": float(r2),
             "loglog_exponent": float(loglog)}
 
 
-def _plot(ctx: StudyContext, res: dict, sweep: dict) -> list[str]:
-    import matplotlib
+def compute(config: Config, key) -> Result:
+    """Train (or reuse) the classifiers, walk the paths, cluster, and sweep widths at initialisation.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    The classifiers come from ``models.trained_classifier(arch, "mnist1d", seed=config.seed)``
+    (memoised and shared with the other studies, so keyed by the integer seed); every other
+    random choice derives from ``key`` by name.
+    """
+    from jaxinterp import datasets, models
+    from jaxinterp.polytope import relu_preactivations
 
-    names = []
-    fig, axes = plt.subplots(1, len(res), figsize=(5 * len(res), 3.6))
-    for ax, (arch, r) in zip(np.atleast_1d(axes), res.items()):
+    ds = datasets.load_mnist1d()
+    x_test, y_test = np.asarray(ds.x_test, np.float32), np.asarray(ds.y_test)
+    per_arch, seconds = {}, {}
+    for arch in config.archs:
+        start = time.perf_counter()
+        steps = getattr(config, f"{arch}_steps")
+        trained = models.trained_classifier(arch, "mnist1d", seed=config.seed, steps=steps)
+        fn = lambda v, model=trained.model, params=trained.params: model.apply(params, v)  # noqa: E731
+        pre = relu_preactivations(fn, maxpool=MAXPOOL if arch == "cnn" else None)
+        r = _density_and_peaks(fn, pre, x_test, y_test, config, named_key(key, "paths", arch))
+        r["clustering"] = clustering_draws(fn, x_test, y_test, named_key(key, "clustering", arch),
+                                           points=config.cluster_points, repeats=config.cluster_repeats,
+                                           n_clusters=config.n_clusters)
+        r["test_accuracy"] = float(trained.test_accuracy)
+        r["train_steps"] = steps if steps is not None else models.DEFAULT_STEPS[(arch, "mnist1d")]
+        per_arch[arch] = r
+        seconds[arch] = time.perf_counter() - start
+    start = time.perf_counter()
+    sweep = _width_sweep(x_test, config, named_key(key, "width_sweep"))
+    seconds["width_sweep"] = time.perf_counter() - start
+    return Result(per_arch, sweep, seconds)
+
+
+def _mean_or_none(values: np.ndarray) -> float | None:
+    return float(np.mean(values)) if np.size(values) else None
+
+
+def _per_arch_metrics() -> dict[str, Any]:
+    """``metric name -> function of one arch's dict`` (the JSON contract, per classifier)."""
+    from scipy.stats import mannwhitneyu
+
+    table = {
+        "density_same_class": lambda r: float(r["density_same"].mean()),
+        "density_diff_class": lambda r: float(r["density_diff"].mean()),
+        "density_ratio_diff_over_same": lambda r: float(r["density_diff"].mean() / r["density_same"].mean()),
+        "fraction_diff_above_same_median": lambda r: float(np.mean(r["density_diff"] > np.median(r["density_same"]))),
+        "density_diff_greater_p_value": lambda r: float(  # one-sided Mann-Whitney U test
+            mannwhitneyu(r["density_diff"], r["density_same"], alternative="greater").pvalue),
+        "path_length_same_class": lambda r: float(r["length_same"].mean()),
+        "path_length_diff_class": lambda r: float(r["length_diff"].mean()),
+        "peak_position_same_class": lambda r: float(r["peak_position_same"].mean()),
+        "peak_position_diff_class": lambda r: float(r["peak_position_diff"].mean()),
+        "paths_with_class_change": lambda r: r["paths_with_class_change"],
+        "test_accuracy": lambda r: r["test_accuracy"],
+        "train_steps": lambda r: r["train_steps"],
+        "truncated_walks": lambda r: r["truncated_same"] + r["truncated_diff"],
+        "max_affine_error": lambda r: max(r["affine_error_same"], r["affine_error_diff"]),
+    }
+    for name in ("peak_offset", "peak_offset_chance", "peak_offset_midpoint", "class_change_position"):
+        table[name] = lambda r, name=name: _mean_or_none(r[name])
+    for suffix in ("", "_last_layer"):
+        for kind in CLUSTER_KINDS if not suffix else CLUSTER_KINDS[:2]:
+            for score in ("purity", "nmi"):
+                key = f"{score}_{kind}{suffix}"
+                table[key] = lambda r, key=key: float(r["clustering"][key].mean())
+    return table
+
+
+def metrics(result: Result) -> dict:
+    """Per classifier (``{arch: value}``): densities, peak offsets, clustering purity/NMI (mean over
+    draws), accuracy, walk checks; the per-draw and per-path values behind the claims
+    (``clustering_per_draw``, ``per_path``); ``regions_per_unit_length_vs_width`` and ``seconds``."""
+    out = {name: {arch: f(r) for arch, r in result.per_arch.items()} for name, f in _per_arch_metrics().items()}
+    out["clustering_per_draw"] = {arch: r["clustering"] for arch, r in result.per_arch.items()}
+    out["per_path"] = {arch: {k: r[k] for k in ("density_same", "density_diff", "peak_offset", "peak_offset_chance",
+                                                "peak_offset_midpoint")} for arch, r in result.per_arch.items()}
+    out["regions_per_unit_length_vs_width"] = result.sweep
+    out["seconds"] = result.seconds
+    return out
+
+
+def summary(result: Result) -> dict:
+    """Density across / within class, peak offset against chance, code vs activation purity, R²."""
+    m = metrics(result)
+    out = {}
+    for arch in result.per_arch:
+        out[f"{arch}: density diff / same class"] = (
+            f"{m['density_diff_class'][arch]:.1f} / {m['density_same_class'][arch]:.1f}")
+        out[f"{arch}: peak offset (chance)"] = (
+            f"{m['peak_offset'][arch]:.3f} ({m['peak_offset_chance'][arch]:.3f})"
+            if m["peak_offset"][arch] is not None else "no class change")
+        out[f"{arch}: purity codes / activations"] = (
+            f"{m['purity_codes'][arch]:.3f} / {m['purity_activations'][arch]:.3f}")
+    out["regions per length vs neurons: linear R^2"] = round(result.sweep["linear_fit_r2"], 3)
+    return out
+
+
+def _arch_claims(arch: str, r: dict) -> list[claims_lib.Claim]:
+    """The paper's three qualitative claims, tested on one classifier."""
+    out = [claims_lib.ordering(f"{arch}: boundary density is higher across classes than within",
+                               r["density_diff"], r["density_same"], paper_value="across > within",
+                               figure="density_same_vs_diff")]
+    if r["paths_with_class_change"] >= 2:
+        out.append(claims_lib.paired_ordering(
+            f"{arch}: density peaks nearer the class change than a uniform peak would",
+            r["peak_offset_chance"], r["peak_offset"], paper_value="peak at class change", figure="density_profile"))
+        out.append(claims_lib.paired_ordering(
+            f"{arch}: density peaks nearer the class change than the path midpoint",
+            r["peak_offset_midpoint"], r["peak_offset"], paper_value="peak at class change", figure="density_profile"))
+    c = r["clustering"]
+    for suffix, what in (("", "all ReLU layers"), ("_last_layer", "last hidden layer")):
+        out.append(claims_lib.paired_ordering(
+            f"{arch}: K-means on polytope codes gives purer clusters than on activations ({what})",
+            c[f"purity_codes{suffix}"], c[f"purity_activations{suffix}"], paper_value="codes > activations",
+            figure="clustering"))
+    return out
+
+
+def claims(result: Result) -> list[claims_lib.Claim]:
+    """Per classifier: density across > within, peaks at class changes, codes > activations in
+    cluster purity; Hanin-Rolnick: regions per unit length grow linearly (and proportionally) with neurons."""
+    out = [c for arch, r in result.per_arch.items() for c in _arch_claims(arch, r)]
+    sweep = result.sweep
+    if len(sweep["n_neurons"]) > 2:
+        out.append(claims_lib.within("Hanin-Rolnick: regions per unit length linear in neurons (fit R²)", 1.0,
+                                     sweep["linear_fit_r2"], tolerance=0.05, figure="regions_vs_width"))
+    if len(sweep["n_neurons"]) > 1:
+        out.append(claims_lib.within("Hanin-Rolnick: regions per unit length ∝ neurons (log-log exponent)", 1.0,
+                                     sweep["loglog_exponent"], tolerance=0.2, figure="regions_vs_width"))
+    return out
+
+
+def _plot_densities(per_arch: dict):
+    from jaxinterp.plotting import subplots
+
+    fig, axes = subplots(1, len(per_arch), figsize=(6 * len(per_arch), 4.2), squeeze=False)
+    for ax, (arch, r) in zip(axes[0], per_arch.items()):
         hi = max(np.percentile(r["density_same"], 99), np.percentile(r["density_diff"], 99))
         bins = np.linspace(0, hi, 30)
         ax.hist(r["density_same"], bins, alpha=0.6, label=f"same class (mean {r['density_same'].mean():.1f})")
         ax.hist(r["density_diff"], bins, alpha=0.6, label=f"different class (mean {r['density_diff'].mean():.1f})")
         ax.set_xlabel("boundaries per unit length (exact walk)")
         ax.set_ylabel("paths")
-        ax.set_title(f"{arch}: boundary density on paths between test inputs")
-        ax.legend(fontsize=7)
-    path = save_figure(fig, ctx.figure_path(NAME, "density_same_vs_diff"), dpi=110)
-    names.append(path.name)
+        ax.set_title(f"{arch}: density on paths between test inputs\n(paper: higher across classes)", fontsize=10)
+        ax.legend(fontsize=8)
+    return fig
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for arch, r in res.items():
+
+def _plot_profiles(per_arch: dict):
+    from jaxinterp.plotting import subplots
+
+    fig, axes = subplots(1, 2, figsize=(12, 4.2))
+    for arch, r in per_arch.items():
         t = (np.arange(len(r["profile_diff"])) + 0.5) / len(r["profile_diff"])
         line, = axes[0].plot(t, r["profile_diff"], marker=".", label=f"{arch}, different class")
         axes[0].plot(t, r["profile_same"], ls="--", color=line.get_color(), label=f"{arch}, same class")
@@ -181,127 +410,70 @@ def _plot(ctx: StudyContext, res: dict, sweep: dict) -> list[str]:
     axes[0].set_xlabel("position t along the path")
     axes[0].set_ylabel("boundaries per unit length")
     axes[0].set_title("mean density profile")
-    axes[1].axvline(0, color="k", lw=0.8)
+    axes[1].axvline(0, color="k", lw=0.8, label="class change (paper: peak here)")
     axes[1].set_xlabel("t - t(predicted class first changes)")
     axes[1].set_ylabel("boundaries per unit length")
-    axes[1].set_title("aligned on the class change\n(mean over the paths reaching each offset)", fontsize=9)
+    axes[1].set_title("aligned on the class change (mean over the paths reaching each offset)", fontsize=10)
     for ax in axes:
-        ax.legend(fontsize=7)
-    path = save_figure(fig, ctx.figure_path(NAME, "density_profile"), dpi=110)
-    names.append(path.name)
+        ax.legend(fontsize=8)
+    return fig
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    kinds = ["codes", "activations", "codes_agglomerative", "activations_agglomerative"]
+
+def _plot_clustering(per_arch: dict):
+    from jaxinterp.plotting import subplots
+
+    fig, axes = subplots(1, 2, figsize=(12, 4.2))
+    archs = list(per_arch)
     for ax, (suffix, title) in zip(axes, (("", "all ReLU layers"), ("_last_layer", "last hidden layer"))):
+        kinds = CLUSTER_KINDS if not suffix else CLUSTER_KINDS[:2]
         for k, kind in enumerate(kinds):
             label = kind.replace("codes", "codes (Hamming)").replace("_agglomerative", ", agglomerative")
-            ax.bar(np.arange(len(res)) + 0.2 * (k - 1.5),
-                   [r["clustering"][f"purity_{kind}{suffix}"] for r in res.values()], 0.2, label=label)
-        ax.set_xticks(range(len(res)), list(res))
+            vals = [per_arch[a]["clustering"][f"purity_{kind}{suffix}"] for a in archs]
+            ax.bar(np.arange(len(archs)) + 0.2 * (k - (len(kinds) - 1) / 2), [v.mean() for v in vals], 0.2,
+                   yerr=[v.std() for v in vals], capsize=3, label=label)
+        ax.set_xticks(range(len(archs)), archs)
         ax.set_ylabel("cluster purity (class labels)")
         ax.set_ylim(0, 1)
-        ax.set_title(f"clustering test inputs: codes vs activations, {title}", fontsize=9)
-        ax.legend(fontsize=7)
-    path = save_figure(fig, ctx.figure_path(NAME, "clustering"), dpi=110)
-    names.append(path.name)
+        ax.set_title(f"clustering test inputs, {title} (paper: codes > activations)", fontsize=10)
+        ax.legend(fontsize=8)
+    return fig
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    n = np.array(sweep["n_neurons"])
-    ax.plot(n, sweep["regions_per_unit_length"], "o", label="exact walk, at initialisation")
-    ax.plot(n, sweep["linear_fit_slope"] * n + sweep["linear_fit_intercept"], "-",
-            label=f"linear fit (R^2 = {sweep['linear_fit_r2']:.3f})")
+
+def _plot_sweep(sweep: dict):
+    from jaxinterp.plotting import subplots
+
+    fig, ax = subplots(figsize=(6.5, 4.4))
+    n = np.array(sweep["n_neurons"], float)
+    regions = np.array(sweep["regions_per_unit_length"])
+    ax.plot(n, regions, "o", label="exact walk, at initialisation")
+    if np.isfinite(sweep["linear_fit_slope"]):
+        ax.plot(n, sweep["linear_fit_slope"] * n + sweep["linear_fit_intercept"], "-",
+                label=f"linear fit (R² = {sweep['linear_fit_r2']:.3f})")
+    c = np.sum(regions * n) / np.sum(n * n)  # least-squares c in regions = c * neurons
+    ax.plot(n, c * n, "k:", label="Hanin-Rolnick: ∝ neurons")
     ax.set_xlabel("number of neurons (MLP, 2 hidden layers)")
     ax.set_ylabel("regions per unit length")
-    ax.set_title("Hanin & Rolnick: regions along lines vs width")
-    ax.legend(fontsize=7)
-    path = save_figure(fig, ctx.figure_path(NAME, "regions_vs_width"), dpi=110)
-    names.append(path.name)
-    return names
+    ax.set_title("regions along lines vs width")
+    ax.legend(fontsize=8)
+    return fig
 
 
-def run(ctx: StudyContext) -> StudyResult:
-    """Train the models, walk the paths, cluster, sweep widths; write figures; return metrics."""
-    cfg = _settings(ctx)
-    timings = {}
-    res = {}
-    ds = datasets.load_mnist1d()
-    x_test, y_test = np.asarray(ds.x_test, np.float32), np.asarray(ds.y_test)
-    for arch in ("mlp", "cnn"):
-        start = time.perf_counter()
-        steps = cfg[f"{arch}_steps"]
-        trained = models.trained_classifier(arch, cfg["dataset"], seed=ctx.seed, steps=steps)
-        model, params = trained.model, trained.params
-        fn = lambda v, model=model, params=params: model.apply(params, v)  # noqa: E731
-        pre = relu_preactivations(fn, maxpool=MAXPOOL if arch == "cnn" else None)
-        rng = np.random.default_rng(ctx.seed + (0 if arch == "mlp" else 1))
-        r = _density_and_peaks(fn, pre, x_test, y_test, cfg, rng)
-        idx = rng.choice(len(x_test), cfg["cluster_points"], replace=False)
-        r["clustering"] = _clustering(fn, x_test[idx], y_test[idx], cfg, ctx.seed)
-        r["test_accuracy"] = trained.test_accuracy
-        r["train_steps"] = steps if steps is not None else models.DEFAULT_STEPS[(arch, cfg["dataset"])]
-        res[arch] = r
-        timings[arch] = time.perf_counter() - start
-    start = time.perf_counter()
-    sweep = _width_sweep(x_test, cfg, ctx.seed)
-    timings["width_sweep"] = time.perf_counter() - start
-    figures = _plot(ctx, res, sweep)
-
-    def per_model(f):
-        return {arch: f(r) for arch, r in res.items()}
-
-    metrics = {
-        "density_same_class": per_model(lambda r: float(r["density_same"].mean())),
-        "density_diff_class": per_model(lambda r: float(r["density_diff"].mean())),
-        "density_ratio_diff_over_same": per_model(lambda r: float(r["density_diff"].mean() / r["density_same"].mean())),
-        "fraction_diff_above_same_median": per_model(
-            lambda r: float(np.mean(r["density_diff"] > np.median(r["density_same"])))),
-        "density_diff_greater_p_value": per_model(  # one-sided Mann-Whitney U test
-            lambda r: float(mannwhitneyu(r["density_diff"], r["density_same"], alternative="greater").pvalue)),
-        "path_length_same_class": per_model(lambda r: float(r["length_same"].mean())),
-        "path_length_diff_class": per_model(lambda r: float(r["length_diff"].mean())),
-        "peak_offset": per_model(lambda r: float(r["peak_offset"].mean()) if r["peak_offset"].size else None),
-        "peak_offset_chance": per_model(lambda r: float(r["peak_offset_chance"].mean())
-                                        if r["peak_offset_chance"].size else None),
-        "peak_offset_midpoint": per_model(lambda r: float(r["peak_offset_midpoint"].mean())
-                                          if r["peak_offset_midpoint"].size else None),
-        "peak_position_same_class": per_model(lambda r: float(r["peak_position_same"].mean())),
-        "peak_position_diff_class": per_model(lambda r: float(r["peak_position_diff"].mean())),
-        "class_change_position": per_model(lambda r: float(r["class_change_position"].mean())
-                                           if r["class_change_position"].size else None),
-        "paths_with_class_change": per_model(lambda r: r["paths_with_class_change"]),
-        "purity_codes": per_model(lambda r: r["clustering"]["purity_codes"]),
-        "purity_activations": per_model(lambda r: r["clustering"]["purity_activations"]),
-        "purity_codes_agglomerative": per_model(lambda r: r["clustering"]["purity_codes_agglomerative"]),
-        "purity_activations_agglomerative": per_model(
-            lambda r: r["clustering"]["purity_activations_agglomerative"]),
-        "nmi_codes": per_model(lambda r: r["clustering"]["nmi_codes"]),
-        "nmi_activations": per_model(lambda r: r["clustering"]["nmi_activations"]),
-        "nmi_codes_agglomerative": per_model(lambda r: r["clustering"]["nmi_codes_agglomerative"]),
-        "nmi_activations_agglomerative": per_model(lambda r: r["clustering"]["nmi_activations_agglomerative"]),
-        "purity_codes_last_layer": per_model(lambda r: r["clustering"]["purity_codes_last_layer"]),
-        "purity_activations_last_layer": per_model(lambda r: r["clustering"]["purity_activations_last_layer"]),
-        "nmi_codes_last_layer": per_model(lambda r: r["clustering"]["nmi_codes_last_layer"]),
-        "nmi_activations_last_layer": per_model(lambda r: r["clustering"]["nmi_activations_last_layer"]),
-        "regions_per_unit_length_vs_width": sweep,
-        "test_accuracy": per_model(lambda r: r["test_accuracy"]),
-        "train_steps": per_model(lambda r: r["train_steps"]),
-        "truncated_walks": per_model(lambda r: r["truncated_same"] + r["truncated_diff"]),
-        "max_affine_error": per_model(lambda r: max(r["affine_error_same"], r["affine_error_diff"])),
-        "seconds": timings,
-    }
-    summary = {}
-    for arch in res:
-        summary[f"{arch}: density diff / same class"] = (
-            f"{metrics['density_diff_class'][arch]:.1f} / {metrics['density_same_class'][arch]:.1f}")
-        summary[f"{arch}: peak offset (chance)"] = (
-            f"{metrics['peak_offset'][arch]:.3f} ({metrics['peak_offset_chance'][arch]:.3f})"
-            if metrics["peak_offset"][arch] is not None else "no class change")
-        summary[f"{arch}: purity codes / activations"] = (
-            f"{metrics['purity_codes'][arch]:.3f} / {metrics['purity_activations'][arch]:.3f}")
-    summary["regions per length vs neurons: linear R^2"] = round(sweep["linear_fit_r2"], 3)
-    params = dict(cfg, maxpool=MAXPOOL)
-    return StudyResult(params=params, metrics=metrics, figures=figures, summary=summary)
+def figures(result: Result) -> dict:
+    """``density_same_vs_diff``, ``density_profile``, ``clustering``, ``regions_vs_width``."""
+    return {"density_same_vs_diff": _plot_densities(result.per_arch),
+            "density_profile": _plot_profiles(result.per_arch),
+            "clustering": _plot_clustering(result.per_arch),
+            "regions_vs_width": _plot_sweep(result.sweep)}
 
 
-STUDY = Study(NAME, "Polytope lens: exact boundary density on paths, peaks vs class changes, code clustering, "
-              "regions vs width", run, add_arguments)
+STUDY = Study(
+    name=NAME,
+    description="Polytope lens: exact boundary density on paths, peaks vs class changes, code clustering, "
+                "regions vs width",
+    config=Config,
+    compute=compute,
+    metrics=metrics,
+    figures=figures,
+    claims=claims,
+    summary=summary,
+)
