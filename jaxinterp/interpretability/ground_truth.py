@@ -119,17 +119,34 @@ class GroundTruthReport(NamedTuple):
 
 
 def ground_truth_validation(units: PlantedUnits, items, similarity: Similarity, *, k: int = 5,
-                            q: float = 0.0) -> GroundTruthReport:
+                            q: float = 0.0, test_units: PlantedUnits | None = None,
+                            test_items=None) -> GroundTruthReport:
     """Score planted units with the II and the 2AFC and report how well each separates them.
 
     Args:
-      units: from ``planted_units``.
+      units: from ``planted_units``; the II is computed on them.
       items: ``[n, ...]`` the inputs as the similarity sees them.
       similarity: the similarity both scores use.
       k: exemplars of the II.
       q: difficulty quantile of the 2AFC.
+      test_units, test_items: the same units on held-out inputs, for the 2AFC (the authors
+        compute the II on the training split and the 2AFC on the test split); None scores the
+        2AFC on ``units`` and ``items``.
     """
+    if (test_units is None) != (test_items is None):
+        raise ValueError("`test_units` and `test_items` must be given together.")
+    if test_units is not None and test_units.acts.shape[1] != units.acts.shape[1]:
+        raise ValueError(f"`test_units` must hold the same {units.acts.shape[1]} units as `units`; got "
+                         f"{test_units.acts.shape[1]}.")
     ii = interpretability_index(units.acts, items, similarity, k=k).scores
-    afc = psychophysics(units.acts, items, similarity, q=q).scores
+    afc_units, afc_items = (units, items) if test_units is None else (test_units, test_items)
+    afc = psychophysics(afc_units.acts, afc_items, similarity, q=q).scores
     return GroundTruthReport(separation_auc(ii, units.monosemantic), separation_auc(afc, units.monosemantic),
                              ii, afc, units)
+
+
+def split_units(units: PlantedUnits, n_first: int) -> tuple[PlantedUnits, PlantedUnits]:
+    """The same planted units on the first ``n_first`` inputs and on the remaining ones."""
+    n_first = check_positive_int(n_first, "n_first", maximum=units.acts.shape[0] - 1,
+                                 maximum_name="inputs minus one")
+    return units._replace(acts=units.acts[:n_first]), units._replace(acts=units.acts[n_first:])
