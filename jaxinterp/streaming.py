@@ -22,11 +22,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
-
 from jaxinterp._validation import check_positive_int
 
 Activations = Mapping[str, jax.Array]
+
+
+NAN_POLICIES = ("raise", "omit")
 
 
 class UnitStats(NamedTuple):
@@ -35,13 +36,15 @@ class UnitStats(NamedTuple):
     Attributes:
       count: number of inputs seen (scalar).
       mean: ``[*unit_shape]`` mean.
-      var: ``[*unit_shape]`` population variance.
+      var: ``[*unit_shape]`` population variance (float64: no overflow for large activations).
       min, max: ``[*unit_shape]`` range.
       top_values, top_indices: ``[*unit_shape, k]`` largest values (descending) and the dataset
         indices of the inputs that produced them.
       bottom_values, bottom_indices: ``[*unit_shape, k]`` smallest values (ascending) and indices.
       quantiles: ``[*unit_shape, len(levels)]`` quantile estimates (None unless requested).
       quantile_levels: the requested levels (None unless requested).
+      n_valid: ``[*unit_shape]`` values that entered the statistics (``count`` unless
+        ``nan_policy="omit"`` left non-finite values out); None for an empty summary.
     """
 
     count: int
@@ -55,6 +58,7 @@ class UnitStats(NamedTuple):
     bottom_indices: np.ndarray | None
     quantiles: np.ndarray | None = None
     quantile_levels: tuple[float, ...] | None = None
+    n_valid: np.ndarray | None = None
 
     @property
     def std(self) -> np.ndarray:
@@ -63,11 +67,15 @@ class UnitStats(NamedTuple):
 
 
 class _Moments(NamedTuple):
-    count: jax.Array  # scalar float
+    """Running moments per unit; the sum of squared deviations is kept as ``scale**2 * m2``."""
+
+    count: jax.Array  # [units] values counted
     mean: jax.Array  # [units]
-    m2: jax.Array  # [units]
+    m2: jax.Array  # [units] sum of squared deviations divided by scale**2 (bounded: no overflow)
+    scale: jax.Array  # [units] largest |value| seen
     min: jax.Array
     max: jax.Array
+    nonfinite: jax.Array  # scalar: non-finite values met among valid rows
 
 
 class _TopK(NamedTuple):
@@ -110,32 +118,40 @@ def _flat(a: jax.Array) -> jax.Array:
 
 def _moments_init(units: int) -> _Moments:
     z = jnp.zeros((units,), jnp.float32)
-    return _Moments(jnp.zeros((), jnp.float32), z, z, jnp.full((units,), jnp.inf, jnp.float32),
-                    jnp.full((units,), -jnp.inf, jnp.float32))
+    return _Moments(z, z, z, z, jnp.full((units,), jnp.inf, jnp.float32),
+                    jnp.full((units,), -jnp.inf, jnp.float32), jnp.zeros((), jnp.int32))
 
 
-def _moments_update(s: _Moments, a: jax.Array, valid: jax.Array) -> _Moments:
-    """Merge a batch ``a [batch, units]`` (rows where ``valid``) into ``s`` (Chan et al.)."""
-    w = valid.astype(jnp.float32)[:, None]
-    n_b = w.sum()
-    mean_b = (a * w).sum(0) / jnp.maximum(n_b, 1.0)
-    m2_b = (((a - mean_b) ** 2) * w).sum(0)
+def _moments_update(s: _Moments, a: jax.Array, ok: jax.Array, nonfinite: jax.Array) -> _Moments:
+    """Merge the values ``a [batch, units]`` where ``ok`` into ``s`` (Chan et al., on scaled values).
+
+    Values are divided by the running largest magnitude per unit before any square is taken, so
+    activations of 1e30 neither overflow float32 nor lose the variance.
+    """
+    w = ok.astype(jnp.float32)
+    safe = jnp.where(ok, a, 0.0)
+    scale = jnp.maximum(s.scale, jnp.max(jnp.abs(safe), axis=0))
+    div = jnp.where(scale > 0, scale, 1.0)
+    a_s = safe / div
+    n_b = w.sum(0)
     n = s.count + n_b
-    delta = mean_b - s.mean
-    mean = s.mean + delta * n_b / jnp.maximum(n, 1.0)
-    m2 = s.m2 + m2_b + delta**2 * s.count * n_b / jnp.maximum(n, 1.0)
-    lo = jnp.where(valid[:, None], a, jnp.inf).min(0)
-    hi = jnp.where(valid[:, None], a, -jnp.inf).max(0)
-    return _Moments(n, mean, m2, jnp.minimum(s.min, lo), jnp.maximum(s.max, hi))
+    mean_b_s = (a_s * w).sum(0) / jnp.maximum(n_b, 1.0)
+    m2_b = (((a_s - mean_b_s) ** 2) * w).sum(0)
+    delta = mean_b_s - s.mean / div
+    mean = s.mean + delta * div * n_b / jnp.maximum(n, 1.0)
+    m2 = s.m2 * (s.scale / div) ** 2 + m2_b + delta**2 * s.count * n_b / jnp.maximum(n, 1.0)
+    lo = jnp.where(ok, a, jnp.inf).min(0)
+    hi = jnp.where(ok, a, -jnp.inf).max(0)
+    return _Moments(n, mean, m2, scale, jnp.minimum(s.min, lo), jnp.maximum(s.max, hi), s.nonfinite + nonfinite)
 
 
 def _topk_init(units: int, k: int) -> _TopK:
     return _TopK(jnp.full((units, k), -jnp.inf, jnp.float32), jnp.full((units, k), -1, jnp.int32))
 
 
-def _topk_update(s: _TopK, a: jax.Array, idx: jax.Array, valid: jax.Array) -> _TopK:
+def _topk_update(s: _TopK, a: jax.Array, idx: jax.Array, ok: jax.Array) -> _TopK:
     """Keep the k largest of (current top-k, this batch) per unit; ties keep the earlier index."""
-    vals = jnp.where(valid[:, None], a, -jnp.inf).T  # [units, batch]
+    vals = jnp.where(ok, a, -jnp.inf).T  # [units, batch]
     idxs = jnp.broadcast_to(idx[None, :], vals.shape)
     all_v = jnp.concatenate([s.values, vals], axis=1)
     all_i = jnp.concatenate([s.indices, idxs], axis=1)
@@ -143,12 +159,13 @@ def _topk_update(s: _TopK, a: jax.Array, idx: jax.Array, valid: jax.Array) -> _T
     return _TopK(top_v, jnp.take_along_axis(all_i, pos, axis=1))
 
 
-def _histogram_update(hist: jax.Array, a: jax.Array, valid: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
-    """Add ``a [batch, units]`` to per-unit histograms ``hist [units, bins]`` over [lo, hi]."""
+def _histogram_update(hist: jax.Array, a: jax.Array, ok: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
+    """Add ``a [batch, units]`` (where ``ok``) to per-unit histograms ``hist [units, bins]`` over [lo, hi]."""
     bins = hist.shape[1]
     width = jnp.where(hi > lo, hi - lo, 1.0)
-    pos = jnp.clip(((a - lo) / width * bins).astype(jnp.int32), 0, bins - 1)  # [batch, units]
-    onehot = jax.nn.one_hot(pos, bins, dtype=jnp.float32) * valid.astype(jnp.float32)[:, None, None]
+    frac = jnp.where(ok, (jnp.where(ok, a, lo) - lo) / width, 0.0)  # in [0, 1]: no overflow for 1e30
+    pos = jnp.clip((frac * bins).astype(jnp.int32), 0, bins - 1)  # [batch, units]
+    onehot = jax.nn.one_hot(pos, bins, dtype=jnp.float32) * ok.astype(jnp.float32)[:, :, None]
     return hist + onehot.sum(0)
 
 
@@ -187,6 +204,86 @@ def _padded(data: Any, start: int, size: int, batch_size: int) -> Any:
     return jax.tree_util.tree_map(take, data)
 
 
+def _check_data(data: Any) -> int:
+    """Number of rows of ``data`` (an array or pytree of arrays ``[n, ...]``); errors name the problem."""
+    leaves = jax.tree_util.tree_leaves(data)
+    if not leaves:
+        raise ValueError("`data` is empty: expected an array or a pytree of arrays [n, ...].")
+    if any(np.ndim(leaf) == 0 for leaf in leaves):
+        raise ValueError("`data` must hold arrays with a leading axis of rows [n, ...]; got a scalar.")
+    n = int(np.shape(leaves[0])[0])
+    if any(int(np.shape(leaf)[0]) != n for leaf in leaves):
+        raise ValueError("every array in `data` must have the same length along axis 0.")
+    if n == 0:
+        raise ValueError("`data` has 0 rows; there is nothing to compute.")
+    return n
+
+
+def _activation_shapes(fn: Callable, data: Any, batch_size: int) -> dict[str, Any]:
+    shapes = jax.eval_shape(fn, _padded(data, 0, batch_size, batch_size))
+    if not isinstance(shapes, Mapping) or not shapes:
+        raise ValueError("`fn` must return a non-empty dict {name: activations [batch, ...]}.")
+    for name, s in shapes.items():
+        if not s.shape or s.shape[0] != batch_size:
+            raise ValueError(f"activation {name!r} has shape {s.shape}; expected a leading batch axis of "
+                             f"{batch_size} (the batch size).")
+    return dict(shapes)
+
+
+def _run_pass(step_fn: Callable, state: Any, data: Any, n: int, batch_size: int, progress: bool, desc: str) -> Any:
+    it = _batches(n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm  # imported on use: tqdm is slow to import
+
+        it = tqdm(list(it), desc=desc, leave=False)
+    for start, size in it:
+        batch = _padded(data, start, size, batch_size)
+        idx = jnp.arange(start, start + batch_size, dtype=jnp.int32)
+        valid = jnp.arange(batch_size) < size
+        state = step_fn(state, batch, idx, valid)
+    return state
+
+
+def _usable(a: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(ok [batch, units], non-finite count)``: valid rows' finite values, and how many were not."""
+    finite = jnp.isfinite(a)
+    return valid[:, None] & finite, jnp.sum(valid[:, None] & ~finite, dtype=jnp.int32)
+
+
+def _raise_nonfinite(state: dict) -> None:
+    bad = {name: int(s["m"].nonfinite) for name, s in state.items()}
+    bad = {name: k for name, k in bad.items() if k}
+    if bad:
+        raise ValueError(f"stream: non-finite activations (NaN or inf), count per activation: {bad}; pass "
+                         "nan_policy='omit' to leave them out of the statistics.")
+
+
+def _unit_stats(s: dict, shape: tuple[int, ...], n: int, top_k: int, hist, quantiles) -> UnitStats:
+    m = jax.device_get(s["m"])
+    valid = np.asarray(m.count, np.float64)
+    scale = np.where(np.asarray(m.scale) > 0, np.asarray(m.scale, np.float64), 1.0)
+    var = scale**2 * np.asarray(m.m2, np.float64) / np.maximum(valid, 1.0)
+    fields: dict[str, Any] = dict(
+        count=n, mean=np.where(valid > 0, np.asarray(m.mean), np.nan).reshape(shape), var=var.reshape(shape),
+        min=np.asarray(m.min).reshape(shape), max=np.asarray(m.max).reshape(shape),
+        top_values=None, top_indices=None, bottom_values=None, bottom_indices=None,
+        n_valid=valid.astype(np.int64).reshape(shape),
+    )
+    if top_k:
+        t, b = jax.device_get(s["top"]), jax.device_get(s["bottom"])
+        fields.update(top_values=np.asarray(t.values).reshape(*shape, top_k),
+                      top_indices=np.asarray(t.indices).reshape(*shape, top_k),
+                      bottom_values=(-np.asarray(b.values)).reshape(*shape, top_k),
+                      bottom_indices=np.asarray(b.indices).reshape(*shape, top_k))
+    if hist is not None:
+        lo = np.where(valid > 0, np.asarray(m.min, np.float64), 0.0)
+        hi = np.where(valid > 0, np.asarray(m.max, np.float64), 0.0)
+        q = _histogram_quantiles(np.asarray(hist, np.float64), lo, hi, quantiles)
+        q = np.where(valid[:, None] > 0, q, np.nan)  # a unit without finite values has no quantiles
+        fields.update(quantiles=q.reshape(*shape, len(quantiles)), quantile_levels=quantiles)
+    return UnitStats(**fields)
+
+
 def stream(
     fn: Callable[[Any], Activations],
     data: Any,
@@ -196,31 +293,29 @@ def stream(
     quantiles: Sequence[float] | None = None,
     bins: int = 512,
     progress: bool = False,
+    nan_policy: str = "raise",
 ) -> dict[str, UnitStats]:
     """Per-unit statistics of ``fn``'s activations over ``data``, in bounded memory.
 
     Args:
       fn: maps a batch (a pytree of arrays ``[batch, ...]``) to ``{name: [batch, *unit_shape]}``,
         e.g. ``lambda x: capture(model.apply)(params, x)[1]``. It is jitted once.
-      data: an array (or pytree of arrays) ``[n, ...]`` indexable by slices; a numpy memmap
-        works, so the dataset never has to be in memory.
+      data: an array (or pytree of arrays) ``[n, ...]`` indexable by slices, ``n >= 1``; a numpy
+        memmap works, so the dataset never has to be in memory.
       batch_size: rows per batch; the last batch is padded and masked.
       top_k: keep the ``top_k`` largest and smallest values per unit with their indices (0: off).
       quantiles: levels in [0, 1] to estimate from a ``bins``-bin histogram (second pass).
       bins: histogram resolution for quantiles.
       progress: show a tqdm bar.
+      nan_policy: ``"raise"`` (a ValueError after the pass when any activation is NaN or
+        infinite) or ``"omit"`` (non-finite values are left out of every statistic of their unit;
+        ``UnitStats.n_valid`` counts the values kept, and a unit with none has NaN mean).
 
     Returns:
       ``{name: UnitStats}``.
     """
-    leaves = jax.tree_util.tree_leaves(data)
-    if not leaves:
-        raise ValueError("`data` is empty: expected an array or a pytree of arrays [n, ...].")
-    n = int(np.shape(leaves[0])[0])
-    if any(int(np.shape(leaf)[0]) != n for leaf in leaves):
-        raise ValueError("every array in `data` must have the same length along axis 0.")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    batch_size = min(batch_size, n)
+    n = _check_data(data)
+    batch_size = min(check_positive_int(batch_size, "batch_size"), n)
     if top_k:
         check_positive_int(top_k, "top_k", maximum=n, maximum_name="number of inputs in `data`")
     if quantiles is not None:
@@ -228,98 +323,51 @@ def stream(
         if any(not 0.0 <= q <= 1.0 for q in quantiles):
             raise ValueError(f"`quantiles` must lie in [0, 1]; got {quantiles}.")
         check_positive_int(bins, "bins")
-
-    first = _padded(data, 0, min(batch_size, n), batch_size)
-    shapes = jax.eval_shape(fn, first)
-    if not isinstance(shapes, Mapping) or not shapes:
-        raise ValueError("`fn` must return a non-empty dict {name: activations [batch, ...]}.")
-    for name, s in shapes.items():
-        if not s.shape or s.shape[0] != batch_size:
-            raise ValueError(f"activation {name!r} has shape {s.shape}; expected a leading batch axis of "
-                             f"{batch_size} (the batch size).")
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"`nan_policy` must be one of {NAN_POLICIES}; got {nan_policy!r}.")
+    shapes = _activation_shapes(fn, data, batch_size)
     units = {name: int(np.prod(s.shape[1:], dtype=np.int64)) for name, s in shapes.items()}
-
-    def init():
-        st = {name: {"m": _moments_init(u)} for name, u in units.items()}
-        if top_k:
-            for name, u in units.items():
-                st[name]["top"] = _topk_init(u, top_k)
-                st[name]["bottom"] = _topk_init(u, top_k)
-        return st
+    init = {name: {"m": _moments_init(u), **({"top": _topk_init(u, top_k), "bottom": _topk_init(u, top_k)}
+                                             if top_k else {})} for name, u in units.items()}
 
     @jax.jit
     def step(state, batch, idx, valid):
-        acts = fn(batch)
         new = {}
-        for name, a in acts.items():
+        for name, a in fn(batch).items():
             a = _flat(a)
-            s = dict(m=_moments_update(state[name]["m"], a, valid))
+            ok, bad = _usable(a, valid)
+            new[name] = dict(m=_moments_update(state[name]["m"], a, ok, bad))
             if top_k:
-                s["top"] = _topk_update(state[name]["top"], a, idx, valid)
-                s["bottom"] = _topk_update(state[name]["bottom"], -a, idx, valid)
-            new[name] = s
+                new[name]["top"] = _topk_update(state[name]["top"], a, idx, ok)
+                new[name]["bottom"] = _topk_update(state[name]["bottom"], -a, idx, ok)
         return new
 
-    def run_pass(step_fn, state, desc):
-        it = _batches(n, batch_size)
-        if progress:
-            it = tqdm(list(it), desc=desc, leave=False)
-        for start, size in it:
-            batch = _padded(data, start, size, batch_size)
-            idx = jnp.arange(start, start + batch_size, dtype=jnp.int32)
-            valid = jnp.arange(batch_size) < size
-            state = step_fn(state, batch, idx, valid)
-        return state
-
-    state = run_pass(step, init(), "streaming statistics")
-    hists = None
+    state = _run_pass(step, init, data, n, batch_size, progress, "streaming statistics")
+    if nan_policy == "raise":
+        _raise_nonfinite(state)
+    hists = {name: None for name in units}
     if quantiles is not None:
         lo = {name: state[name]["m"].min for name in units}
         hi = {name: state[name]["m"].max for name in units}
 
         @jax.jit
         def hist_step(h, batch, idx, valid):
-            acts = fn(batch)
-            return {name: _histogram_update(h[name], _flat(a), valid, lo[name], hi[name]) for name, a in acts.items()}
+            return {name: _histogram_update(h[name], _flat(a), _usable(_flat(a), valid)[0], lo[name], hi[name])
+                    for name, a in fn(batch).items()}
 
-        hists = run_pass(hist_step, {name: jnp.zeros((u, bins), jnp.float32) for name, u in units.items()},
-                         "quantile sketch")
-
-    out = {}
-    for name, s in state.items():
-        shape = tuple(shapes[name].shape[1:])
-        m = jax.device_get(s["m"])
-        count = float(m.count)
-        fields: dict[str, Any] = dict(
-            count=int(count), mean=np.asarray(m.mean).reshape(shape),
-            var=(np.asarray(m.m2) / max(count, 1.0)).reshape(shape),
-            min=np.asarray(m.min).reshape(shape), max=np.asarray(m.max).reshape(shape),
-            top_values=None, top_indices=None, bottom_values=None, bottom_indices=None,
-        )
-        if top_k:
-            t, b = jax.device_get(s["top"]), jax.device_get(s["bottom"])
-            fields.update(
-                top_values=np.asarray(t.values).reshape(*shape, top_k),
-                top_indices=np.asarray(t.indices).reshape(*shape, top_k),
-                bottom_values=(-np.asarray(b.values)).reshape(*shape, top_k),
-                bottom_indices=np.asarray(b.indices).reshape(*shape, top_k),
-            )
-        if hists is not None:
-            q = _histogram_quantiles(np.asarray(hists[name], np.float64), np.asarray(m.min, np.float64),
-                                     np.asarray(m.max, np.float64), quantiles)
-            fields.update(quantiles=q.reshape(*shape, len(quantiles)), quantile_levels=quantiles)
-        out[name] = UnitStats(**fields)
-    return out
+        hists = _run_pass(hist_step, {name: jnp.zeros((u, bins), jnp.float32) for name, u in units.items()},
+                          data, n, batch_size, progress, "quantile sketch")
+    return {name: _unit_stats(s, tuple(shapes[name].shape[1:]), n, top_k, hists[name], quantiles)
+            for name, s in state.items()}
 
 
 def apply_in_batches(fn: Callable[[Any], Any], data: Any, *, batch_size: int = 256) -> Any:
     """Apply ``fn`` to ``data [n, ...]`` in fixed-size padded batches (one compilation).
 
-    Returns ``fn``'s outputs for all ``n`` rows, concatenated as numpy arrays; use ``stream``
-    when the outputs themselves do not fit in memory.
+    Returns ``fn``'s outputs for all ``n`` rows (``n >= 1``), concatenated as numpy arrays; use
+    ``stream`` when the outputs themselves do not fit in memory.
     """
-    leaves = jax.tree_util.tree_leaves(data)
-    n = int(np.shape(leaves[0])[0])
+    n = _check_data(data)
     batch_size = min(check_positive_int(batch_size, "batch_size"), n)
     jitted = jax.jit(fn)
     parts = []

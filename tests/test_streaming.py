@@ -75,3 +75,52 @@ def test_bad_input(data):
         reduce_spatial({}, "median")
     with pytest.raises(ValueError, match="leading batch axis"):
         stream(lambda b: {"s": b.sum()}, x)
+
+
+def _identity(b):
+    return {"v": b}
+
+
+def test_nan_raises_by_default_and_omit_equals_nan_aware_numpy():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    x[[3, 150, 299], 1] = np.nan
+    x[7, 2] = np.inf
+    x[:, 3] = np.nan  # a unit without a single finite value
+    with pytest.raises(ValueError, match="non-finite.*'v': 304}.*nan_policy='omit'"):
+        stream(_identity, x, batch_size=64)
+    st = stream(_identity, x, batch_size=64, top_k=3, quantiles=(0.5,), nan_policy="omit")["v"]
+    clean = np.where(np.isfinite(x), x, np.nan).astype(np.float64)[:, :3]
+    assert st.count == 300
+    np.testing.assert_array_equal(st.n_valid, np.isfinite(x).sum(0))
+    np.testing.assert_allclose(st.mean[:3], np.nanmean(clean, 0), atol=1e-5)
+    np.testing.assert_allclose(st.var[:3], np.nanvar(clean, 0), rtol=1e-4)
+    np.testing.assert_allclose(st.max[:3], np.nanmax(clean, 0))
+    np.testing.assert_array_equal(st.top_indices[:3], np.argsort(-np.nan_to_num(clean, nan=-np.inf), 0,
+                                                                 kind="stable")[:3].T)
+    assert np.isnan(st.mean[3]) and np.isnan(st.quantiles[3]).all() and np.all(np.isfinite(st.quantiles[:3]))
+
+
+def test_huge_activations_do_not_overflow():
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(500, 3)) * 1e30).astype(np.float32)
+    st = stream(_identity, x, batch_size=64, quantiles=(0.5,))["v"]
+    ref = x.astype(np.float64)
+    np.testing.assert_allclose(st.mean, ref.mean(0), rtol=1e-4, atol=1e25)
+    np.testing.assert_allclose(st.var, ref.var(0), rtol=1e-4)
+    assert np.all(np.isfinite(st.quantiles))
+    small = (ref * 1e-60).astype(np.float32)  # ~1e-30: squares would underflow float32
+    tiny = stream(_identity, small, batch_size=64)["v"]
+    np.testing.assert_allclose(tiny.var, small.astype(np.float64).var(0), rtol=1e-4)
+
+
+def test_empty_inputs_are_clear_errors(data):
+    _, _, fn = data
+    with pytest.raises(ValueError, match="0 rows"):
+        stream(fn, np.zeros((0, 5), np.float32))
+    with pytest.raises(ValueError, match="0 rows"):
+        apply_in_batches(_identity, np.zeros((0, 5), np.float32))
+    with pytest.raises(ValueError, match="`data` is empty"):
+        apply_in_batches(_identity, {})
+    with pytest.raises(ValueError, match="nan_policy"):
+        stream(fn, np.ones((4, 5), np.float32), nan_policy="ignore")
