@@ -92,18 +92,25 @@ def _scalar_parser(tp: Any, optional: bool):
     return parse
 
 
+def _as_flag_value(value: Any) -> str:
+    """``value`` as it would be typed on the command line."""
+    if isinstance(value, tuple):
+        return " ".join(_as_flag_value(v) for v in value)
+    return "none" if value is None else str(value)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, config: type[StudyConfig]) -> None:
     """Add one flag per field of ``config`` (defaults shown from ``config()`` and ``config.quick()``)."""
     hints = typing.get_type_hints(config)
     docs = _attribute_docs(config)
     default, quick = config(), config.quick()
-    group = parser.add_argument_group(f"{config.__module__.rsplit('.', 1)[-1]} settings")
+    group = parser.add_argument_group("study settings")
     for f in dataclasses.fields(config):
         if f.name in _RESERVED:
             raise TypeError(f"{config.__name__}: field name {f.name!r} clashes with a command-line option.")
         optional, tp = _is_optional(hints[f.name])
         d, q = getattr(default, f.name), getattr(quick, f.name)
-        shown = f"default {d!r}" + (f"; quick {q!r}" if q != d else "")
+        shown = f"default {_as_flag_value(d)}" + (f"; quick {_as_flag_value(q)}" if q != d else "")
         help_text = f"{docs.get(f.name, '').rstrip('.')} ({shown})".strip().replace("%", "%%")
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text, "dest": f.name}
         if tp is bool:
