@@ -407,3 +407,33 @@ def test_half_precision_is_computed_in_float32(data, dtype):
     varying = interp.varying_units(a32)
     np.testing.assert_array_equal(interp.psychophysics(a_half[:, varying], x_half, sim).scores,
                                   interp.psychophysics(a32[:, varying], x32, sim).scores)
+
+
+def test_embeddings_entry_points_check_values_and_cast_half_precision(data):
+    items, acts, _ = data
+    sim = interp.pixel_l2()
+    emb = interp.embed_items(sim, items, interp.top_bottom_exemplars(acts, 5).top_indices)
+    bad = emb.copy()
+    bad[0, 1, 2] = np.nan
+    with pytest.raises(ValueError, match="`embeddings` contains 1 NaN"):
+        interp.index_from_embeddings(bad, sim)
+    with pytest.raises(TypeError, match="`embeddings` must have a floating dtype"):
+        interp.index_from_embeddings(emb.astype(np.int32), sim)
+    half = emb.astype(np.float16)
+    np.testing.assert_array_equal(interp.index_from_embeddings(half, sim),
+                                  interp.index_from_embeddings(half.astype(np.float32), sim))
+    st = interp.two_afc_stimuli(acts, 0.0)
+    q, r = interp.embed_items(sim, items, st.queries), interp.embed_items(sim, items, st.references)
+    r[0, 0, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="`reference_embeddings` contains 1 NaN or infinite"):
+        interp.two_afc_from_embeddings(q, r, sim)
+
+
+def test_streamed_nan_responses_raise(data):
+    _, acts, _ = data
+    bad = acts.copy()
+    bad[7, 2] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or infinite responses: units \[2\]"):
+        interp.stream_exemplars(lambda x: x, bad, 5, batch_size=256)
+    with pytest.raises(ValueError, match=r"NaN or infinite responses: units \[2\]"):
+        interp.stream_two_afc_stimuli(lambda x: x, bad, 0.0, batch_size=256)

@@ -21,7 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp._validation import check_finite, check_floating, check_in_range, check_positive_int, check_rank
+from jaxinterp._validation import (
+    check_finite,
+    check_floating,
+    check_in_range,
+    check_positive_int,
+    check_rank,
+    is_concrete,
+)
 from jaxinterp.interpretability.similarity import bucket_size
 from jaxinterp.streaming import _batches, _padded, _topk_init, _topk_update, stream
 
@@ -85,6 +92,25 @@ def as_float_array(x, name: str, dtype=np.float32) -> np.ndarray:
     return arr.astype(dtype)
 
 
+def as_compute_array(x, name: str):
+    """A floating array for the jitted scoring kernels: half precision cast to float32, finite if concrete.
+
+    Works on tracers too (then only the dtype is checked and cast). Raises TypeError for a
+    non-floating ``x`` and ValueError (naming ``name``) for NaN or infinite values.
+    """
+    half = ("float16", "bfloat16")
+    if is_concrete(x):
+        arr = np.asarray(x)
+        arr = as_float_array(arr, name, np.float32 if arr.dtype.name in half else arr.dtype)
+        check_finite(arr, name)
+        return arr
+    if x.dtype.name in half:
+        return x.astype(jnp.float32)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"`{name}` must have a floating dtype; got {x.dtype}.")
+    return x
+
+
 def check_acts(acts, name: str = "acts", *, min_inputs: int = 1, dtype=np.float32) -> np.ndarray:
     """Validate a response matrix ``[n_inputs, n_units]`` and return it as a numpy array of ``dtype``.
 
@@ -104,8 +130,14 @@ def check_acts(acts, name: str = "acts", *, min_inputs: int = 1, dtype=np.float3
 
 
 def check_unit_ranges(lo, hi, name: str = "acts") -> None:
-    """Raise ValueError naming the units whose minimum equals their maximum (constant units)."""
-    const = np.flatnonzero(np.asarray(hi) <= np.asarray(lo))
+    """Raise ValueError naming the units whose range is not finite (NaN/inf responses) or empty (constant)."""
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    bad = np.flatnonzero(~(np.isfinite(lo) & np.isfinite(hi)))
+    if bad.size:
+        shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
+        raise ValueError(f"`{name}`: {bad.size} unit(s) have NaN or infinite responses: units [{shown}]; clean the "
+                         f"inputs (or the response function) first.")
+    const = np.flatnonzero(hi <= lo)
     if const.size:
         shown = ", ".join(str(i) for i in const[:10]) + (" ..." if const.size > 10 else "")
         raise ValueError(f"`{name}`: {const.size} unit(s) have a constant response (no variance), so their "

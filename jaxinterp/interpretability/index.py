@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp._validation import check_positive_int, check_rank
-from jaxinterp.interpretability.exemplars import top_bottom_exemplars
+from jaxinterp.interpretability.exemplars import as_compute_array, top_bottom_exemplars
 from jaxinterp.interpretability.similarity import Similarity, embed_items, pad_units, pairwise
 
 Array = jax.Array
@@ -47,7 +47,8 @@ def index_from_embeddings(embeddings: Array, similarity: Similarity, *, include_
     """II from exemplar embeddings: mean similarity over the ``k*k`` (or ``k*(k-1)``) ordered pairs.
 
     Args:
-      embeddings: ``[units, k, e]`` embeddings of each unit's ``k >= 2`` exemplars.
+      embeddings: ``[units, k, e]`` embeddings of each unit's ``k >= 2`` exemplars (finite;
+        half precision is computed in float32).
       similarity: supplies ``compare``.
       include_self_pairs: average all ``k*k`` pairs, self-pairs included (the authors' II), or
         only the ``k*(k-1)`` distinct ones.
@@ -57,6 +58,7 @@ def index_from_embeddings(embeddings: Array, similarity: Similarity, *, include_
       ``[units]`` scores.
     """
     check_rank(embeddings, "embeddings", 3)
+    embeddings = as_compute_array(embeddings, "embeddings")
     k = embeddings.shape[1]
     if k < 2:
         raise ValueError(f"`embeddings` must hold at least 2 exemplars per unit; got shape {embeddings.shape}.")

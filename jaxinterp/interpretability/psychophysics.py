@@ -34,6 +34,7 @@ from jaxinterp.interpretability.exemplars import (
     PAPER_SEED,
     PROTOCOLS,
     TwoAFCStimuli,
+    as_compute_array,
     two_afc_stimuli,
 )
 from jaxinterp.interpretability.similarity import Similarity, embed_items, pad_units
@@ -83,7 +84,8 @@ def two_afc_from_embeddings(query_embeddings: Array, reference_embeddings: Array
     """Per-trial probabilities of the correct choice from embedded stimuli.
 
     Args:
-      query_embeddings: ``[units, 2, trials, e]`` (side 0: top query, side 1: bottom query).
+      query_embeddings: ``[units, 2, trials, e]`` (side 0: top query, side 1: bottom query);
+        finite, half precision computed in float32 (as ``reference_embeddings``).
       reference_embeddings: ``[units, 2, trials, refs, e]`` (side 0: top references).
       similarity: supplies ``compare``.
       zscore: ``"trial"`` (z-score within each trial's ``2 x 2 refs`` block, the authors'
@@ -96,6 +98,8 @@ def two_afc_from_embeddings(query_embeddings: Array, reference_embeddings: Array
     """
     check_rank(query_embeddings, "query_embeddings", 4)
     check_rank(reference_embeddings, "reference_embeddings", 5)
+    query_embeddings = as_compute_array(query_embeddings, "query_embeddings")
+    reference_embeddings = as_compute_array(reference_embeddings, "reference_embeddings")
     qs, rs = query_embeddings.shape, reference_embeddings.shape
     if qs[1] != 2 or rs[1] != 2 or qs[0] != rs[0] or qs[2] != rs[2] or qs[3] != rs[4]:
         raise ValueError(f"`query_embeddings` [units, 2, trials, e] and `reference_embeddings` "
