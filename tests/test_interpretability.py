@@ -136,6 +136,17 @@ def test_index_matches_loop_reference(data, k, self_pairs):
     np.testing.assert_allclose(got.scores, want, atol=1e-6)
 
 
+def test_index_ranks_tied_exemplars_as_the_authors(data):
+    items, acts, labels = data
+    tied = np.round(acts, 1)  # many ties at the top
+    got = interp.interpretability_index(tied, items, interp.pixel_l2(), k=5)
+    for u in range(tied.shape[1]):
+        np.testing.assert_array_equal(got.top_indices[u], np.argsort(tied[:, u], kind="stable")[::-1][:5])
+    np.testing.assert_allclose(got.scores, ref.loop_index(tied, items, ref.pixel_l2_sim, 5, include_self_pairs=True),
+                               rtol=1e-5)
+    assert not np.array_equal(got.top_indices, interp.top_bottom_exemplars(tied, 5).top_indices)
+
+
 @pytest.mark.parametrize("k", [2, 5, 9])
 def test_self_pairs_are_k_minus_one_over_k_of_distinct_pairs(data, k):
     """Distances: II_all = (k-1)/k II_distinct; label agreement (self-similarity 1): + 1/k."""

@@ -8,6 +8,7 @@ from jaxinterp.interpretability.exemplars import (
     PROTOCOLS,
     Exemplars,
     TwoAFCStimuli,
+    paper_top_indices,
     quantile_exemplars,
     query_orders,
     stream_exemplars,
@@ -48,7 +49,7 @@ __all__ = [
     "N_REFS", "N_TRIALS", "PAPER_QUANTILES", "PAPER_SEED", "PROTOCOLS", "Exemplars", "IndexResult", "Similarity", "TwoAFCResult", "TwoAFCStimuli",
     "deep_feature", "embed_items", "flax_deep_feature", "index_from_embeddings", "index_of_exemplars",
     "interpretability_index", "label_agreement", "lpips_embedding", "max_score", "mean_colour_l2",
-    "network_features", "pairwise", "pixel_l2", "precomputed", "psychophysics", "quantile_exemplars", "query_orders",
+    "network_features", "pairwise", "paper_top_indices", "pixel_l2", "precomputed", "psychophysics", "quantile_exemplars", "query_orders",
     "stream_exemplars", "stream_quantile_exemplars", "stream_two_afc_stimuli", "top_bottom_exemplars",
     "two_afc_from_embeddings", "two_afc_of_stimuli", "two_afc_stimuli", "varying_units",
 ]

@@ -195,6 +195,25 @@ def top_bottom_exemplars(acts, k: int) -> Exemplars:
     return Exemplars(*_select_units(a, k, -inf, inf))
 
 
+def paper_top_indices(acts, k: int) -> np.ndarray:
+    """The ``k`` most activating inputs of every unit, ranked as in the authors' code.
+
+    Klindt et al. take ``np.argsort(y)[::-1][:k]``: the ascending order reversed, so tied
+    responses go to the later input first (with numpy's stable sort; ``top_bottom_exemplars``
+    puts the earlier input first). Without ties both agree.
+
+    Args:
+      acts: ``[n_inputs, n_units]`` responses (no constant units).
+      k: exemplars, ``1 <= k <= n_inputs``.
+
+    Returns:
+      ``[n_units, k]`` int dataset indices, most activating first.
+    """
+    a = check_acts(acts)
+    k = check_positive_int(k, "k", maximum=a.shape[0], maximum_name="number of inputs in `acts`")
+    return np.ascontiguousarray(np.argsort(a, axis=0, kind="stable")[::-1][:k].T)
+
+
 def _bounds(acts: Array, q: float) -> tuple[Array, Array, Array]:
     """Per-unit ``q`` and ``1-q`` quantiles (linear interpolation) and how many inputs lie between."""
     if q == 0.0:

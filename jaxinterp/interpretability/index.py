@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp._validation import check_positive_int, check_rank
-from jaxinterp.interpretability.exemplars import as_compute_array, top_bottom_exemplars
+from jaxinterp.interpretability.exemplars import as_compute_array, paper_top_indices
 from jaxinterp.interpretability.similarity import Similarity, embed_items, pad_units, pairwise
 
 Array = jax.Array
@@ -111,7 +111,9 @@ def interpretability_index(acts, items, similarity: Similarity, *, k: int = 5, i
                            unit_batch: int = 64, embed_batch: int = 1024) -> IndexResult:
     """Interpretability Index of every unit (column) of ``acts``.
 
-    The authors compute it on the training split (and the 2AFC on the test split).
+    The authors compute it on the training split (and the 2AFC on the test split). The top
+    exemplars are ranked as in their code (``paper_top_indices``: tied responses, the later input
+    first).
 
     Args:
       acts: ``[n, units]`` responses of each unit or direction to the ``n`` inputs
@@ -138,6 +140,6 @@ def interpretability_index(acts, items, similarity: Similarity, *, k: int = 5, i
     k = check_positive_int(k, "k", maximum=n, maximum_name="number of inputs in `acts`")
     if k < 2:
         raise ValueError("`k` must be >= 2: the index compares pairs of exemplars.")
-    ex = top_bottom_exemplars(acts, k)
-    return index_of_exemplars(ex.top_indices, items, similarity, include_self_pairs=include_self_pairs,
+    top = paper_top_indices(acts, k)
+    return index_of_exemplars(top, items, similarity, include_self_pairs=include_self_pairs,
                               unit_batch=unit_batch, embed_batch=embed_batch)

@@ -43,7 +43,7 @@ def loop_index(acts: np.ndarray, items, sim: PairSim, k: int = 5, include_self_p
     acts = np.asarray(acts)
     out = np.zeros(acts.shape[1])
     for u in range(acts.shape[1]):
-        top = np.argsort(-acts[:, u], kind="stable")[:k]
+        top = np.argsort(acts[:, u], kind="stable")[::-1][:k]  # the authors' get_mei_data (ties: later first)
         vals = [sim(items[i], items[j]) for i in top for j in top if include_self_pairs or i != j]
         out[u] = np.mean(vals)
     return out
