@@ -1,0 +1,23 @@
+"""Shared inputs for the bad-input battery's registries (``tests/_registry_*.py``)."""
+
+import jax
+import numpy as np
+
+from tests._relu_nets import random_relu_net
+
+RNG = np.random.default_rng(0)
+KEY = jax.random.key(0)
+
+X = RNG.normal(size=(64, 8)).astype(np.float32)                      # activations [n, d]
+XPOS = np.abs(X) + 0.1                                                # non-negative data (NMF)
+NET, _, _ = random_relu_net(0, (8, 16, 16, 3), 0.1)                   # a ReLU MLP 8 -> 3
+X0, X1 = X[:4], X[4:8]                                                # path ends [paths, 8]
+LOGITS = RNG.normal(size=(60, 3)).astype(np.float32)
+LABELS = np.repeat(np.arange(3), 20)
+ACTS = RNG.normal(size=(1000, 4)).astype(np.float32)                  # unit responses [n, units]
+ITEMS = RNG.normal(size=(1000, 6)).astype(np.float32)                 # stimuli [n, ...]
+
+# values passed straight through to the user's function: its business, not ours
+PASS_THROUGH = "values are passed to the user's function unchanged; it decides what they mean"
+# a model input: the model, not the library, decides which input shapes it accepts
+MODEL_DECIDES = "the model decides which input ranks it accepts"

@@ -1,0 +1,58 @@
+"""The bad-input battery: every public function refuses bad input with an error naming the
+argument, or follows a documented behaviour; none returns NaN or a plausible wrong answer.
+
+Registrations live in ``tests/_registry_<area>.py`` (one per subpackage family); the engine in
+``tests/_battery.py``. A public callable that is neither registered nor exempt (with a reason)
+fails ``test_every_public_callable_is_registered``.
+"""
+
+import importlib
+import inspect
+
+import pytest
+
+from tests import (_registry_core, _registry_directions, _registry_interpretability, _registry_midrange,
+                   _registry_polytope, _registry_toy)
+from tests._battery import run_entry
+
+REGISTRIES = (_registry_core, _registry_directions, _registry_interpretability, _registry_midrange,
+              _registry_polytope, _registry_toy)
+ENTRIES = {e.name: e for r in REGISTRIES for e in r.entries()}
+EXEMPT = {name: why for r in REGISTRIES for name, why in r.EXEMPT.items()}
+PUBLIC_MODULES = ("jaxinterp", "jaxinterp.capture", "jaxinterp.checkpoint", "jaxinterp.datasets",
+                  "jaxinterp.directions", "jaxinterp.interpretability", "jaxinterp.keys", "jaxinterp.loop",
+                  "jaxinterp.midrange", "jaxinterp.models", "jaxinterp.polytope", "jaxinterp.sharding",
+                  "jaxinterp.streaming", "jaxinterp.toy")
+
+
+def _needs_checks(obj) -> bool:
+    """Functions (plain or jitted) and config classes (those that validate their fields)."""
+    if inspect.isclass(obj):
+        return hasattr(obj, "__post_init__") or hasattr(obj, "validate")
+    return callable(obj) and not inspect.ismodule(obj)
+
+
+def _public_callables() -> dict[str, object]:
+    found = {}
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name)
+            if _needs_checks(obj):
+                found.setdefault(id(obj), []).append(f"{module_name}.{name}")
+    return {min(names, key=len): names for names in found.values()}
+
+
+def test_every_public_callable_is_registered():
+    covered = {name.split("[")[0] for name in ENTRIES} | set(EXEMPT)
+    missing = [names[0] for names in _public_callables().values() if not covered.intersection(names)]
+    assert not missing, "public callables without a bad-input registration or exemption:\n  " + "\n  ".join(
+        sorted(missing))
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_bad_inputs_give_clear_errors(name):
+    outcomes = run_entry(ENTRIES[name])
+    bad = [f"{label}: {outcome} ({detail})" for label, outcome, detail in outcomes
+           if outcome not in ("clear", "accepted")]
+    assert not bad, f"{name}:\n  " + "\n  ".join(bad)
