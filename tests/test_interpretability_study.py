@@ -96,3 +96,44 @@ def test_interpretability_study_quick(tmp_path):
                                             ("distributions", "exemplars", "ground_truth_roc", "ii_vs_2afc"))
     for name in out["figures"]:
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def _synthetic_result(config):
+    """A Result with random scores for every layer, method and ratio (no training), for the views."""
+    rng = np.random.default_rng(0)
+    scores = {}
+    for layer in config.layers:
+        for method in S.METHODS + (S.BASELINE,):
+            for ratio in (config.ratios if method not in ("neurons", S.BASELINE) else (1.0,)):
+                n = 12
+                shift = 1.0 if method.startswith("kmeans") else 0.0
+                scores[(layer, method, ratio)] = S.Scores(
+                    -rng.random(n) + shift, rng.integers(0, 50, (n, config.ii_k)),
+                    tuple(0.5 + 0.4 * rng.random(n) for _ in config.quantiles),
+                    tuple(rng.random((n, 20)) for _ in config.quantiles), np.arange(n), n)
+    planted = S.gt.PlantedUnits(rng.random((50, 8)), np.zeros((8, 3), int), np.arange(8) < 4)
+    report = S.gt.GroundTruthReport(0.9, 0.8, rng.random(8), rng.random(8), planted)
+    return S.Result(config, scores, report, {"all": {"auc": 0.6}}, 0.9, 0.9, False, 50, 40,
+                    rng.random((50, 8, 8, 1)).astype(np.float32), {layer: 0 for layer in config.layers}, ())
+
+
+def test_views_of_a_full_sized_result():
+    """metrics / claims / figures of the default settings (two layers, three ratios) without training."""
+    config = S.Config()
+    result = _synthetic_result(config)
+    m = S.metrics(result)
+    assert set(m["by_layer"]) == set(config.layers)
+    assert S.set_name("kmeans_authors", 2.0) in m["by_layer"][config.layers[-1]]
+    med = m["methods"]["kmeans"]["median_ii"]
+    assert med == float(np.median(result.scores[(config.layers[-1], "kmeans", 1.0)].ii))
+    rows = S.claims(result)
+    assert len(rows) == 5 * len(config.layers)
+    ii_rows = [r for r in rows if "K-means directions have a higher II" in r.claim]
+    assert all(r.verdict == "holds" for r in ii_rows)  # planted: every K-means II above every neuron II
+    figs = S.figures(result)
+    assert sorted(figs) == ["distributions", "exemplars", "ground_truth_roc", "ii_vs_2afc", "ratios"]
+    titles = [ax.get_title() for ax in figs["distributions"].axes]
+    assert len(set(titles)) == len(titles) == 3 * len(config.layers)  # distinct panel titles
+    assert all(ax.get_ylabel() for ax in figs["distributions"].axes)  # every panel has a y label
+    ratio_axes = figs["ratios"].axes
+    assert len({ax.get_title() for ax in ratio_axes}) == len(ratio_axes) and all(ax.get_xlabel() for ax in ratio_axes)
