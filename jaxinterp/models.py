@@ -13,6 +13,7 @@ import numpy as np
 import optax
 
 from jaxinterp._validation import check_finite, check_positive_int, check_same_leading
+from jaxinterp.loop import run_chunks
 
 
 class MLP(nn.Module):
@@ -80,9 +81,65 @@ class TrainHistory(NamedTuple):
     steps: int
 
 
+def _init_impl(key, *, model: nn.Module, shape: tuple[int, ...]):
+    return model.init(key, jnp.zeros((1, *shape), jnp.float32))
+
+
+# model and shape are static: jax.jit's own cache compiles once per (model, input shape)
+_init_jit = jax.jit(_init_impl, static_argnames=("model", "shape"))
+
+
 def init_params(model: nn.Module, input_shape: Sequence[int], *, key: jax.Array) -> Any:
     """Initialise ``model`` for inputs of shape ``input_shape`` (one example, no batch axis)."""
-    return _jitted_init(model, tuple(int(d) for d in input_shape))(key)
+    return _init_jit(_check_key(key, "key"), model=model, shape=tuple(int(d) for d in input_shape))
+
+
+def _check_key(key, name: str) -> jax.Array:
+    if not (isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)):
+        raise TypeError(f"`{name}` must be a typed PRNG key from jax.random.key(seed); "
+                        f"got {type(key).__name__} {getattr(key, 'dtype', '')}.")
+    if key.shape != ():
+        raise ValueError(f"`{name}` must be a single key (shape ()); got shape {key.shape}.")
+    return key
+
+
+class _Settings(NamedTuple):
+    """The static settings of a training run: they shape the compiled program."""
+
+    n: int
+    batch_size: int
+    steps: int
+    learning_rate: float
+    weight_decay: float
+    schedule: str
+
+
+def _optimizer(settings: _Settings) -> optax.GradientTransformation:
+    s = settings
+    lr = optax.cosine_decay_schedule(s.learning_rate, s.steps) if s.schedule == "cosine" else s.learning_rate
+    return optax.adamw(lr, weight_decay=s.weight_decay)
+
+
+def _train_chunk_impl(carry, keys, xs, ys, *, model: nn.Module, settings: _Settings):
+    """Steps ``len(keys)`` of minibatch AdamW on cross-entropy, under ``lax.scan``."""
+    opt = _optimizer(settings)
+
+    def loss_fn(p, xb, yb):
+        return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, xb), yb).mean()
+
+    def step(carry, k):
+        p, s = carry
+        idx = jax.random.choice(k, settings.n, (settings.batch_size,), replace=False)
+        loss, g = jax.value_and_grad(loss_fn)(p, xs[idx], ys[idx])
+        upd, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, upd), s), loss
+
+    return jax.lax.scan(step, carry, keys)
+
+
+# model and settings are static: jax.jit's own cache compiles once per (model, settings, chunk
+# length) across calls, so repeated trainings of one architecture compile once.
+_train_chunk = jax.jit(_train_chunk_impl, static_argnames=("model", "settings"))
 
 
 def train_classifier(
@@ -98,10 +155,14 @@ def train_classifier(
     schedule: str = "cosine",
     params: Any = None,
     chunk: int = 500,
+    progress: bool = False,
 ) -> tuple[Any, TrainHistory]:
     """Train a classifier with softmax cross-entropy and Adam(W), minibatches drawn with ``key``.
 
-    The loop runs under ``jax.lax.scan`` in jitted chunks of ``chunk`` steps.
+    The loop runs in jitted ``lax.scan`` chunks of ``chunk`` steps through
+    ``jaxinterp.loop.run_chunks``; step ``t`` draws its minibatch with
+    ``jax.random.split(key_data, steps)[t]``. Inputs of any floating dtype (half precision
+    included) are computed in float32.
 
     Args:
       model: a Flax Linen module mapping ``[batch, ...]`` to logits ``[batch, n_classes]``.
@@ -115,66 +176,61 @@ def train_classifier(
       schedule: ``"cosine"`` (decay to 0) or ``"constant"``.
       params: start from these parameters instead of a fresh initialisation.
       chunk: steps per jitted ``scan`` chunk.
+      progress: show a tqdm bar over steps.
 
     Returns:
-      ``(params, history)``.
+      ``(params, history)``: the trained parameters and the per-step loss ``[steps]``.
     """
-    check_same_leading("x", x, "y", y)
-    check_finite(x, "x")
-    steps = check_positive_int(steps, "steps")
-    n = int(np.shape(x)[0])
-    batch_size = check_positive_int(batch_size, "batch_size", maximum=n, maximum_name="number of samples")
-    if schedule not in ("cosine", "constant"):
-        raise ValueError(f"`schedule` must be 'cosine' or 'constant'; got {schedule!r}.")
+    settings = _check_training(x, y, key, steps, batch_size, learning_rate, weight_decay, schedule, chunk)
     k_init, k_data = jax.random.split(key)
     if params is None:
         params = init_params(model, np.shape(x)[1:], key=k_init)
     xs = jnp.asarray(x, jnp.float32)
     ys = jnp.asarray(y, jnp.int32)
-    opt, run_chunk = _compiled_trainer(model, n, batch_size, steps, float(learning_rate), float(weight_decay), schedule)
-    carry = (params, opt.init(params))
     step_keys = jax.random.split(k_data, steps)
     losses = []
-    for start in range(0, steps, chunk):
-        carry, loss = run_chunk(carry, step_keys[start : start + chunk], xs, ys)
+
+    def run_chunk(carry, start, n):
+        carry, loss = _train_chunk(carry, step_keys[start : start + n], xs, ys, model=model, settings=settings)
         losses.append(np.asarray(loss))
+        return carry
+
+    carry = run_chunks(run_chunk, (params, _optimizer(settings).init(params)), steps=steps, chunk_size=chunk,
+                       progress=progress, desc="train_classifier")
     return carry[0], TrainHistory(np.concatenate(losses), steps)
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled_trainer(model: nn.Module, n: int, batch_size: int, steps: int, learning_rate: float,
-                      weight_decay: float, schedule: str):
-    """The optimiser and a jitted ``scan`` chunk, cached so repeated trainings compile once."""
-    lr = optax.cosine_decay_schedule(learning_rate, steps) if schedule == "cosine" else learning_rate
-    opt = optax.adamw(lr, weight_decay=weight_decay)
+def _check_training(x, y, key, steps, batch_size, learning_rate, weight_decay, schedule, chunk) -> _Settings:
+    """Validate ``train_classifier``'s arguments; returns its static settings."""
+    _check_key(key, "key")
+    check_same_leading("x", x, "y", y)
+    x_dtype = np.asarray(x).dtype
+    if not np.issubdtype(x_dtype, np.floating):
+        raise TypeError(f"`x` must have a floating dtype; got {x_dtype}.")
+    check_finite(x, "x")
+    y_arr = np.asarray(y)
+    if y_arr.ndim != 1 or not np.issubdtype(y_arr.dtype, np.integer):
+        raise TypeError(f"`y` must be integer labels of shape [n]; got {y_arr.dtype} {y_arr.shape}.")
+    steps = check_positive_int(steps, "steps")
+    check_positive_int(chunk, "chunk")
+    n = int(np.shape(x)[0])
+    batch_size = check_positive_int(batch_size, "batch_size", maximum=n, maximum_name="number of samples")
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"`schedule` must be 'cosine' or 'constant'; got {schedule!r}.")
+    for name, value, positive in (("learning_rate", learning_rate, True), ("weight_decay", weight_decay, False)):
+        v = float(value)
+        if not np.isfinite(v) or v < 0 or (positive and v == 0):
+            raise ValueError(f"`{name}` must be a finite number {'>' if positive else '>='} 0; got {value}.")
+    return _Settings(n, batch_size, steps, float(learning_rate), float(weight_decay), schedule)
 
-    def loss_fn(p, xb, yb):
-        logits = model.apply(p, xb)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
-    def step(carry, k, xs, ys):
-        p, s = carry
-        idx = jax.random.choice(k, n, (batch_size,), replace=False)
-        loss, g = jax.value_and_grad(loss_fn)(p, xs[idx], ys[idx])
-        upd, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, upd), s), loss
-
-    @jax.jit
-    def run_chunk(carry, keys, xs, ys):
-        return jax.lax.scan(lambda c, k: step(c, k, xs, ys), carry, keys)
-
-    return opt, run_chunk
-
-
-@functools.lru_cache(maxsize=32)
-def _jitted_init(model: nn.Module, shape: tuple[int, ...]):
-    return jax.jit(lambda key: model.init(key, jnp.zeros((1, *shape), jnp.float32)))
+_apply_jit = jax.jit(lambda params, x, *, model: model.apply(params, x), static_argnames="model")
 
 
 def predict(model: nn.Module, params: Any, x: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
     """Logits ``[n, n_classes]`` of ``model`` on ``x [n, ...]``, computed in jitted batches."""
-    apply = jax.jit(model.apply)
-    outs = [np.asarray(apply(params, jnp.asarray(x[i : i + batch_size], jnp.float32)))
+    check_positive_int(batch_size, "batch_size")
+    outs = [np.asarray(_apply_jit(params, jnp.asarray(x[i : i + batch_size], jnp.float32), model=model))
             for i in range(0, len(x), batch_size)]
     return np.concatenate(outs, axis=0)
 

@@ -41,3 +41,29 @@ def test_superposition_data_embeds_sparse_features():
     np.testing.assert_array_equal(x, x2)
     with pytest.raises(ValueError, match="feature_probability"):
         datasets.sparse_features(0, 10, 3, 1.5)
+
+
+def test_digits_split_that_empties_a_class_is_rejected():
+    for bad in (0.001, 0.999):
+        with pytest.raises(ValueError, match="test_fraction"):
+            datasets.load_digits(0, bad)
+    with pytest.raises(TypeError, match="seed"):
+        datasets.load_digits(seed=1.5)
+    small = datasets.load_digits(0, 0.01)          # one or two test images per class
+    assert np.bincount(small.y_test, minlength=10).min() >= 1
+
+
+def test_bad_seeds_and_keys_are_clear_errors():
+    with pytest.raises(TypeError, match="key_or_seed"):
+        datasets.sparse_features(None, 10, 3, 0.5)
+    with pytest.raises(TypeError, match="num_samples"):
+        datasets.load_mnist1d(num_samples=500.0)
+    with pytest.raises(TypeError, match="seed"):
+        datasets.load_mnist1d(seed="42")
+
+
+def test_mnist1d_cache_is_not_changed_by_the_caller():
+    a = datasets.load_mnist1d(seed=1, num_samples=100)
+    a.x_train[:] = 0.0
+    b = datasets.load_mnist1d(seed=1, num_samples=100)
+    assert np.abs(b.x_train).sum() > 0

@@ -142,3 +142,37 @@ def test_optimizer_defaults():
     w = jnp.ones((2, 2))
     upd, _ = opt.update(jnp.zeros_like(w), opt.init(w), w)
     np.testing.assert_allclose(upd, -1e-3 * 0.01 * w, rtol=1e-6)
+
+
+@pytest.mark.parametrize("field", ["l1", "learning_rate", "weight_decay", "noise_scale", "init_scale", "eps"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.5])
+def test_config_rejects_non_finite_and_negative_settings_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=f"`{field}` must be a finite number"):
+        inc.IncidentalConfig(**{field: value})
+
+
+def test_config_rejects_zero_rates_and_non_numbers():
+    for field in ("learning_rate", "init_scale"):
+        with pytest.raises(ValueError, match=field):
+            inc.IncidentalConfig(**{field: 0.0})
+    with pytest.raises(TypeError, match="l1"):
+        inc.IncidentalConfig(l1="0.001")
+    with pytest.raises(TypeError, match="pad_hidden"):
+        inc.IncidentalConfig(pad_hidden=300.0)
+    inc.IncidentalConfig(l1=0.0, weight_decay=0.0, noise_scale=0.0)       # zero is allowed where it means "off"
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_weights_are_computed_in_float32(dtype):
+    w16 = _weights(3).astype(dtype)
+    w32 = jnp.asarray(w16, jnp.float32)
+    value, grad = inc.basis_loss_and_grad(w16, 1e-3)
+    ref_value, ref_grad = inc.basis_loss_and_grad(w32, 1e-3)
+    assert value.dtype == dtype and grad.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(grad, np.float32), np.asarray(ref_grad.astype(dtype), np.float32))
+    x = jnp.eye(5, dtype=dtype)
+    np.testing.assert_array_equal(np.asarray(inc.forward(w16, x), np.float32),
+                                  np.asarray(inc.forward(w32, jnp.eye(5)).astype(dtype), np.float32))
+    assert inc.loss(w16, x, 1e-3).dtype == dtype
+    np.testing.assert_array_equal(inc.count_polysemantic(w16), inc.count_polysemantic(w32))
+    assert inc.fourth_norm(w16).dtype == dtype

@@ -159,3 +159,151 @@ def test_run_steps_and_step_compose():
     assert rec is None
     np.testing.assert_allclose(scanned.params, s.params, atol=1e-6)
     assert int(scanned.step) == 5
+
+
+_KILLED_RUN = """
+import os, signal, sys
+import jax
+from jaxinterp.toy import incidental as inc, training
+cfg = inc.IncidentalConfig(n_features=10, n_hidden=20, steps=200, learning_rate=1e-2, l1=3e-3)
+
+def kill(done, state):
+    if done == 150:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+training.fit(inc.make_init(cfg), inc.make_loss_and_grad(cfg), inc.make_optimizer(cfg),
+             jax.random.split(jax.random.key(2), 3), steps=200, chunk_size=50, record=inc.fourth_norm,
+             record_every=25, checkpoint_path=sys.argv[1], callback=kill)
+"""
+
+
+def test_killed_run_with_corrupted_latest_checkpoint_resumes_from_the_previous(tmp_path):
+    """SIGKILL after the checkpoint at step 150, then the newest file is damaged: the run resumes
+    from step 100 with a warning naming the damaged file, and ends where an uninterrupted run does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from jaxinterp import checkpoint
+
+    path = tmp_path / "run.npz"
+    script = tmp_path / "killed.py"
+    script.write_text(_KILLED_RUN)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, str(script), str(path)], env=env, capture_output=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert checkpoint.read_metadata(path)["steps_done"] == 150
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    keys = jax.random.split(jax.random.key(2), 3)
+    record = dict(record=inc.fourth_norm, record_every=25)
+    with pytest.warns(RuntimeWarning, match=f"{path}.*previous checkpoint"):
+        resumed = _fit(keys, checkpoint_path=path, **record)
+    assert resumed.resumed_from == 100
+    full = _fit(keys, **record)
+    _equal(resumed.state, full.state)
+    np.testing.assert_array_equal(resumed.history, full.history)
+
+
+def test_resume_under_a_changed_hyperparameter_is_refused(tmp_path):
+    """Without a run_id, the optimiser's learning rate and the loss's l1 are still part of the
+    fingerprint: resuming with either changed is a clear error naming what differs."""
+    keys = jax.random.split(jax.random.key(3), 2)
+    path = tmp_path / "run.npz"
+    training.fit(inc.make_init(CFG), inc.make_loss_and_grad(CFG), inc.make_optimizer(CFG), keys, steps=50,
+                 chunk_size=25, checkpoint_path=path)
+    lr = dataclasses.replace(CFG, learning_rate=2e-2)
+    with pytest.raises(ValueError, match="different run: optimizer differ"):
+        training.fit(inc.make_init(CFG), inc.make_loss_and_grad(CFG), inc.make_optimizer(lr), keys, steps=50,
+                     chunk_size=25, checkpoint_path=path)
+    with pytest.raises(ValueError, match="different run: optimizer differ"):   # a plain optax optimiser too
+        training.fit(inc.make_init(CFG), inc.make_loss_and_grad(CFG), optax.adamw(CFG.learning_rate), keys,
+                     steps=50, chunk_size=25, checkpoint_path=path)
+    l1 = dataclasses.replace(CFG, l1=0.0)
+    with pytest.raises(ValueError, match="different run: loss_and_grad differ"):
+        training.fit(inc.make_init(CFG), inc.make_loss_and_grad(l1), inc.make_optimizer(CFG), keys, steps=50,
+                     chunk_size=25, checkpoint_path=path)
+    with pytest.raises(ValueError, match="different run: hyper differ"):
+        training.fit(inc.make_init(CFG), lambda w, k, h: inc.basis_loss_and_grad(w, h), inc.make_optimizer(CFG),
+                     keys, steps=50, chunk_size=25, checkpoint_path=tmp_path / "h.npz", hyper=jnp.asarray([0., 1e-3]))
+        training.fit(inc.make_init(CFG), lambda w, k, h: inc.basis_loss_and_grad(w, h), inc.make_optimizer(CFG),
+                     keys, steps=50, chunk_size=25, checkpoint_path=tmp_path / "h.npz", hyper=jnp.asarray([0., 2e-3]))
+    # the same settings, rebuilt from scratch, resume (a finished run: nothing left to train)
+    again = training.fit(inc.make_init(CFG), inc.make_loss_and_grad(CFG), inc.make_optimizer(CFG), keys, steps=50,
+                         chunk_size=10, checkpoint_path=path)
+    assert again.resumed_from == 50
+
+
+class _Compiles:
+    """Records the XLA compilations (function names) made while active."""
+
+    def __enter__(self):
+        self.names = []
+
+        def listener(event, duration, **kw):
+            if event == "/jax/core/compile/backend_compile_duration":
+                self.names.append(kw.get("fun_name", "?"))
+
+        self._listener = listener
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listener)
+
+    def count(self, name):
+        return self.names.count(f"jit({name})")
+
+
+def test_repeated_fits_compile_nothing_new():
+    """Rebuilt factories of an equal config hit jax.jit's cache: nothing is compiled again."""
+    cfg = dataclasses.replace(CFG, n_features=9)
+    keys = jax.random.split(jax.random.key(8), 3)
+
+    def run(chunk):
+        return training.fit(inc.make_init(cfg), inc.make_loss_and_grad(cfg), inc.make_optimizer(cfg), keys,
+                            steps=60, chunk_size=chunk)
+
+    with _Compiles() as c:
+        first = run(20)
+    assert c.count("_run_chunk") == 1 and c.count("_batched_init") == 1   # three chunks, one program
+    with _Compiles() as c:
+        second = run(20)
+    assert c.names == []
+    _equal(first.state, second.state)
+
+
+def test_one_collisions_sweep_compiles_one_chunk_program_per_size_and_a_rerun_none():
+    from jaxinterp.toy import collisions_sweep
+
+    base = inc.IncidentalConfig(n_features=7, n_hidden=7, steps=60, learning_rate=1e-2)
+    with _Compiles() as c:
+        collisions_sweep(jax.random.key(0), base, [7, 11], 3, chunk_size=20)      # 3 chunks per size
+    assert c.count("_run_chunk") == 2 and c.count("_batched_init") == 2
+    with _Compiles() as c:
+        collisions_sweep(jax.random.key(1), base, [7, 11], 3, chunk_size=20)      # other seeds, same shapes
+    assert c.names == []
+    with _Compiles() as c:
+        collisions_sweep(jax.random.key(0), base, [7, 11], 3, chunk_size=20, pad=True)
+    assert c.count("_run_chunk") == 1                                          # padded: one program for all
+
+
+def test_no_keys_and_missing_keys_are_clear_errors():
+    with pytest.raises(ValueError, match="at least one key"):
+        _fit(jax.random.split(jax.random.key(0), 0))
+    with pytest.raises(TypeError, match="typed PRNG keys"):
+        _fit(None)
+    from jaxinterp.toy import collisions_sweep
+
+    with pytest.raises(TypeError, match="`key` must be one typed PRNG key"):
+        collisions_sweep(None, CFG, [4], 2)
+    with pytest.raises(TypeError, match="hidden_sizes"):
+        collisions_sweep(jax.random.key(0), CFG, [2.7], 2)
+    with pytest.raises(ValueError, match="hidden_sizes"):
+        collisions_sweep(jax.random.key(0), CFG, [], 2)
+    with pytest.raises(ValueError, match="hidden_sizes"):
+        collisions_sweep(jax.random.key(0), CFG, [0], 2)

@@ -20,8 +20,16 @@ def load_digits(seed: int = 0, test_fraction: float = 0.25) -> Dataset:
       A ``Dataset`` with ``x`` float32 ``[n, 8, 8, 1]`` scaled to ``[0, 1]`` (pixel / 16) and ``y``
       int32 ``[n]``; about 1347 training and 450 test images.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"`seed` must be an int; got {type(seed).__name__}.")
     check_in_range(test_fraction, "test_fraction", 0.0, 1.0, inclusive=False)
     bunch = _sk_load_digits()
+    sizes = np.bincount(bunch.target)
+    n_test = np.round(test_fraction * sizes).astype(int)
+    if n_test.min() < 1 or np.min(sizes - n_test) < 1:
+        low, high = 0.5 / sizes.min(), 1.0 - 0.5 / sizes.min()
+        raise ValueError(f"`test_fraction` {test_fraction} leaves a class with no test or no training image "
+                         f"(class sizes {sizes.min()}..{sizes.max()}); use a value in about ({low:.4f}, {high:.4f}).")
     x = (bunch.images.astype(np.float32) / 16.0)[..., None]
     y = bunch.target.astype(np.int32)
     rng = np.random.default_rng(seed)

@@ -12,6 +12,7 @@ from jaxinterp.datasets.base import Dataset
 CANONICAL_SEED = 42
 
 
+# A result cache (generating the data takes about 2 s), not a compile cache.
 @functools.lru_cache(maxsize=4)
 def _generate(seed: int, num_samples: int) -> dict:
     from mnist1d.data import get_dataset_args, make_dataset
@@ -35,10 +36,14 @@ def load_mnist1d(seed: int = CANONICAL_SEED, num_samples: int = 5000) -> Dataset
     Returns:
       A ``Dataset`` with ``x`` float32 ``[n, 40, 1]`` (channels last) and ``y`` int32 ``[n]``.
     """
+    for name, value in (("seed", seed), ("num_samples", num_samples)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"`{name}` must be an int; got {type(value).__name__}.")
     if num_samples < 10:
         raise ValueError(f"`num_samples` must be >= 10; got {num_samples}.")
     data = _generate(int(seed), int(num_samples))
-    as_x = lambda a: np.asarray(a, dtype=np.float32)[..., None]
-    as_y = lambda a: np.asarray(a, dtype=np.int32)
+    # copies: the generated arrays are cached and must not change under the caller's edits
+    as_x = lambda a: np.array(a, dtype=np.float32)[..., None]
+    as_y = lambda a: np.array(a, dtype=np.int32)
     return Dataset(as_x(data["x"]), as_y(data["y"]), as_x(data["x_test"]), as_y(data["y_test"]),
                    "mnist1d", 10)

@@ -10,9 +10,13 @@ from jaxinterp._validation import check_in_range, check_positive_int
 
 
 def _as_key(key_or_seed) -> jax.Array:
-    if isinstance(key_or_seed, (int, np.integer)):
+    if isinstance(key_or_seed, (int, np.integer)) and not isinstance(key_or_seed, bool):
         return jax.random.key(int(key_or_seed))
-    return key_or_seed
+    if (isinstance(key_or_seed, jax.Array) and jax.dtypes.issubdtype(key_or_seed.dtype, jax.dtypes.prng_key)
+            and key_or_seed.shape == ()):
+        return key_or_seed
+    raise TypeError("`key_or_seed` must be an int seed or one typed PRNG key from jax.random.key; "
+                    f"got {type(key_or_seed).__name__} {getattr(key_or_seed, 'dtype', '')}.")
 
 
 def sparse_features(key_or_seed, n_samples: int, n_features: int, feature_probability: float,

@@ -18,16 +18,28 @@ Everything here is for ONE instance; ``jaxinterp.toy.training`` vmaps over seeds
 from __future__ import annotations
 
 import dataclasses
-import functools
+import math
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from jaxinterp._validation import check_floating, check_in_range, check_positive_int, check_rank, check_shape
+from jaxinterp.toy import training
+from jaxinterp._validation import check_in_range, check_positive_int, check_rank, check_shape
 
 NoiseKind = Literal["none", "bernoulli", "gaussian"]
+
+
+def check_real(value, name: str, *, low: float, open_low: bool = False) -> float:
+    """Return ``value`` as float, raising unless it is a finite real number ``>= low`` (``> low``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`{name}` must be a real number; got {type(value).__name__}.")
+    v = float(value)
+    if not math.isfinite(v) or v < low or (open_low and v == low):
+        raise ValueError(f"`{name}` must be a finite number {'>' if open_low else '>='} {low}; got {value}.")
+    return v
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,20 +83,18 @@ class IncidentalConfig:
         check_positive_int(self.n_features, "n_features")
         check_positive_int(self.n_hidden, "n_hidden")
         check_positive_int(self.steps, "steps")
-        if self.l1 < 0:
-            raise ValueError(f"`l1` must be >= 0; got {self.l1}.")
-        if self.learning_rate <= 0:
-            raise ValueError(f"`learning_rate` must be > 0; got {self.learning_rate}.")
-        if self.weight_decay < 0:
-            raise ValueError(f"`weight_decay` must be >= 0; got {self.weight_decay}.")
+        if not (isinstance(self.pad_hidden, (int, np.integer)) and not isinstance(self.pad_hidden, bool)):
+            raise TypeError(f"`pad_hidden` must be an int; got {type(self.pad_hidden).__name__}.")
+        check_real(self.l1, "l1", low=0.0)
+        check_real(self.learning_rate, "learning_rate", low=0.0, open_low=True)
+        check_real(self.weight_decay, "weight_decay", low=0.0)
+        check_real(self.noise_scale, "noise_scale", low=0.0)
+        check_real(self.init_scale, "init_scale", low=0.0, open_low=True)
+        check_real(self.eps, "eps", low=0.0)
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"`optimizer` must be 'adamw' or 'sgd'; got {self.optimizer!r}.")
         if self.noise not in ("none", "bernoulli", "gaussian"):
             raise ValueError(f"`noise` must be 'none', 'bernoulli' or 'gaussian'; got {self.noise!r}.")
-        if self.noise_scale < 0:
-            raise ValueError(f"`noise_scale` must be >= 0; got {self.noise_scale}.")
-        if self.init_scale <= 0:
-            raise ValueError(f"`init_scale` must be > 0; got {self.init_scale}.")
         check_in_range(self.b1, "b1", 0.0, 1.0)
         check_in_range(self.b2, "b2", 0.0, 1.0)
         if self.pad_hidden and self.pad_hidden < self.n_hidden:
@@ -96,13 +106,33 @@ class IncidentalConfig:
         return self.pad_hidden or self.n_hidden
 
 
-@functools.lru_cache(maxsize=128)
-def make_optimizer(config: IncidentalConfig) -> optax.GradientTransformation:
-    """The optimiser of ``config``: ``optax.adamw`` (weight decay explicit) or plain SGD."""
+def _optax_optimizer(config: IncidentalConfig) -> optax.GradientTransformation:
     if config.optimizer == "adamw":
         return optax.adamw(config.learning_rate, b1=config.b1, b2=config.b2, eps=config.eps,
                            weight_decay=config.weight_decay)
     return optax.sgd(config.learning_rate)
+
+
+def _half_to_float32(*arrays):
+    """Half-precision arrays (float16, bfloat16) as float32, and the dtype to return results in.
+
+    The toy functions compute in float32 (or wider) and return results in the input's dtype, so
+    half-precision weights never lose the small gradients and L1 terms to rounding.
+    """
+    arrays = [jnp.asarray(a) for a in arrays]
+    out_dtype = arrays[0].dtype
+    up = [a.astype(jnp.float32) if a.dtype in (jnp.float16, jnp.bfloat16) else a for a in arrays]
+    return up, out_dtype
+
+
+def make_optimizer(config: IncidentalConfig) -> optax.GradientTransformation:
+    """The optimiser of ``config``: ``optax.adamw`` (weight decay explicit) or plain SGD.
+
+    Its ``init`` and ``update`` are values determined by ``config`` (equal configs give equal
+    optimisers), so ``training.fit``'s compiled programs are reused across calls through
+    ``jax.jit``'s own cache.
+    """
+    return training.static_optimizer(_optax_optimizer, config)
 
 
 def init_weights(key: jax.Array, config: IncidentalConfig, n_hidden=None) -> jax.Array:
@@ -127,15 +157,22 @@ def init_weights(key: jax.Array, config: IncidentalConfig, n_hidden=None) -> jax
     return jnp.where(cols < m, w, 0.0)
 
 
-@functools.lru_cache(maxsize=128)
-def make_init(config: IncidentalConfig):
-    """``init(key, hyper) -> W`` for ``training.fit``; ``hyper["n_hidden"]`` (if given) sets ``m``."""
+@dataclasses.dataclass(frozen=True)
+class _Init:
+    config: IncidentalConfig
 
-    def init(key, hyper=None):
+    def __call__(self, key, hyper=None):
         m = hyper.get("n_hidden") if isinstance(hyper, dict) else None
-        return init_weights(key, config, m)
+        return init_weights(key, self.config, m)
 
-    return init
+
+def make_init(config: IncidentalConfig):
+    """``init(key, hyper) -> W`` for ``training.fit``; ``hyper["n_hidden"]`` (if given) sets ``m``.
+
+    The returned function is a value determined by ``config`` (equal configs, equal functions),
+    so compiled programs are reused across calls.
+    """
+    return _Init(config)
 
 
 def forward(w: jax.Array, x: jax.Array, noise: jax.Array | None = None) -> jax.Array:
@@ -151,11 +188,13 @@ def forward(w: jax.Array, x: jax.Array, noise: jax.Array | None = None) -> jax.A
     """
     check_rank(w, "w", 2)
     check_shape(x, "x", (None, w.shape[0]))
-    hidden = x @ w
     if noise is not None:
         check_shape(noise, "noise", (w.shape[1],))
-        hidden = hidden + noise
-    return jax.nn.relu(hidden @ w.T)
+    (w, x), dtype = _half_to_float32(w, x)
+    hidden = x @ w
+    if noise is not None:
+        hidden = hidden + jnp.asarray(noise, w.dtype)
+    return jax.nn.relu(hidden @ w.T).astype(dtype)
 
 
 def loss(w: jax.Array, x: jax.Array, l1: float, noise: jax.Array | None = None) -> jax.Array:
@@ -170,8 +209,9 @@ def loss(w: jax.Array, x: jax.Array, l1: float, noise: jax.Array | None = None) 
     Returns:
       Scalar loss.
     """
-    y = forward(w, x, noise)
-    return jnp.sum((y - x) ** 2) + l1 * jnp.sum(jnp.abs(w))
+    (w32, x32), dtype = _half_to_float32(w, x)
+    y = forward(w32, x32, noise)
+    return (jnp.sum((y - x32) ** 2) + l1 * jnp.sum(jnp.abs(w32))).astype(dtype)
 
 
 def basis_loss_and_grad(w: jax.Array, l1: float) -> tuple[jax.Array, jax.Array]:
@@ -188,6 +228,12 @@ def basis_loss_and_grad(w: jax.Array, l1: float) -> tuple[jax.Array, jax.Array]:
       ``(loss, grad)``: scalar and ``[n, m]``.
     """
     check_rank(w, "w", 2)
+    (w,), dtype = _half_to_float32(w)
+    value, grad = _basis_loss_and_grad(w, l1)
+    return value.astype(dtype), grad.astype(dtype)
+
+
+def _basis_loss_and_grad(w, l1):
     g = w @ w.T
     r = jax.nn.relu(g) - jnp.eye(w.shape[0], dtype=w.dtype)
     d = jnp.where(g > 0, r, 0.0)
@@ -206,33 +252,34 @@ def sample_noise(key: jax.Array, config: IncidentalConfig) -> jax.Array:
     return jnp.zeros(shape, jnp.float32)
 
 
-@functools.lru_cache(maxsize=128)
+@dataclasses.dataclass(frozen=True)
+class _LossAndGrad:
+    config: IncidentalConfig
+    closed_form: bool
+
+    def __call__(self, w, key, hyper):
+        del hyper
+        config = self.config
+        if config.noise == "none" and self.closed_form:
+            return basis_loss_and_grad(w, config.l1)
+        noise = None if config.noise == "none" else sample_noise(key, config)
+        return jax.value_and_grad(loss)(w, jnp.eye(config.n_features, dtype=w.dtype), config.l1, noise)
+
+
 def make_loss_and_grad(config: IncidentalConfig, *, closed_form: bool = True):
     """``loss_and_grad(w, key, hyper) -> (loss, grad)`` for ``training.fit``.
 
     Uses the closed-form basis gradient when there is no noise (and ``closed_form``), autodiff
-    of ``loss`` otherwise. ``key`` draws the step's noise; ``hyper`` is unused.
+    of ``loss`` otherwise. ``key`` draws the step's noise; ``hyper`` is unused. The returned
+    function is a value determined by its arguments, so compiled programs are reused across calls.
     """
-    n = config.n_features
-    if config.noise == "none" and closed_form:
-        def loss_and_grad(w, key, hyper):
-            del key, hyper
-            return basis_loss_and_grad(w, config.l1)
-        return loss_and_grad
-
-    grad_fn = jax.value_and_grad(loss)
-
-    def loss_and_grad(w, key, hyper):
-        del hyper
-        noise = None if config.noise == "none" else sample_noise(key, config)
-        return grad_fn(w, jnp.eye(n, dtype=w.dtype), config.l1, noise)
-
-    return loss_and_grad
+    return _LossAndGrad(config, bool(closed_form))
 
 
 def represents(w: jax.Array, low: float = 0.8, high: float = 1.2) -> jax.Array:
     """Boolean ``[..., n, m]``: neuron ``k`` represents feature ``i`` iff ``low <= |W_ik| <= high``."""
     check_rank(w, "w", (2, 3))
+    (w,), _ = _half_to_float32(w)
     a = jnp.abs(w)
     return (a >= low) & (a <= high)
 
@@ -248,7 +295,8 @@ def count_polysemantic(w: jax.Array, *, low: float = 0.8, high: float = 1.2, min
     Returns:
       int32 count, ``[]`` or ``[instances]``.
     """
-    check_floating(w, "w")
+    if not jnp.issubdtype(jnp.result_type(w), jnp.floating):      # bfloat16 included
+        raise TypeError(f"`w` must have a floating dtype; got {jnp.result_type(w)}.")
     check_positive_int(min_features, "min_features")
     if not low <= high:
         raise ValueError(f"need low <= high; got low={low}, high={high}.")
@@ -266,4 +314,5 @@ def fourth_norm(w: jax.Array) -> jax.Array:
       ``[]`` or ``[instances]``.
     """
     check_rank(w, "w", (2, 3))
-    return jnp.mean(jnp.sum(w**4, axis=-1), axis=-1)
+    (w32,), dtype = _half_to_float32(w)
+    return jnp.mean(jnp.sum(w32**4, axis=-1), axis=-1).astype(dtype)

@@ -23,6 +23,7 @@ import optax
 
 from jaxinterp._validation import check_in_range, check_positive_int, check_rank, check_shape
 from jaxinterp.toy import training
+from jaxinterp.toy.incidental import check_real
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +54,8 @@ class SuperpositionConfig:
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.steps, "steps")
         check_in_range(self.importance_decay, "importance_decay", 0.0, 1.0, inclusive=False)
-        if self.learning_rate <= 0:
-            raise ValueError(f"`learning_rate` must be > 0; got {self.learning_rate}.")
+        check_real(self.learning_rate, "learning_rate", low=0.0, open_low=True)
+        check_real(self.weight_decay, "weight_decay", low=0.0)
 
     def importance(self) -> jax.Array:
         """``[n_features]`` importances ``importance_decay ** i``."""
@@ -97,16 +98,34 @@ def loss(params: dict[str, jax.Array], x: jax.Array, importance: jax.Array) -> j
     return jnp.mean(jnp.sum(importance * (x - y) ** 2, axis=-1))
 
 
+@dataclasses.dataclass(frozen=True)
+class _LossAndGrad:
+    config: SuperpositionConfig
+
+    def __call__(self, params, key, hyper):
+        c = self.config
+        x = sample_features(key, c.batch_size, c.n_features, hyper["feature_probability"])
+        with jax.ensure_compile_time_eval():   # a constant, computed as outside the trace
+            importance = c.importance()
+        return jax.value_and_grad(loss)(params, x, importance)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Init:
+    config: SuperpositionConfig
+
+    def __call__(self, key, hyper=None):
+        del hyper
+        return init_params(key, self.config)
+
+
 def make_loss_and_grad(config: SuperpositionConfig):
-    """``loss_and_grad(params, key, hyper)`` for ``training.fit``; ``hyper["feature_probability"]``."""
-    importance = config.importance()
-    grad_fn = jax.value_and_grad(loss)
+    """``loss_and_grad(params, key, hyper)`` for ``training.fit``; ``hyper["feature_probability"]``.
 
-    def loss_and_grad(params, key, hyper):
-        x = sample_features(key, config.batch_size, config.n_features, hyper["feature_probability"])
-        return grad_fn(params, x, importance)
-
-    return loss_and_grad
+    A value determined by ``config`` (equal configs, equal functions), so compiled programs are
+    reused across calls.
+    """
+    return _LossAndGrad(config)
 
 
 def feature_dimensionality(w: jax.Array) -> jax.Array:
@@ -153,8 +172,8 @@ def sweep_sparsity(key: jax.Array, config: SuperpositionConfig, feature_probabil
     if probs.size == 0 or np.any(probs <= 0) or np.any(probs > 1):
         raise ValueError(f"`feature_probabilities` must lie in (0, 1]; got {probs.tolist()}.")
     keys = jax.random.split(key, probs.size)
-    opt = optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
-    result = training.fit(lambda k, h: init_params(k, config), make_loss_and_grad(config), opt, keys,
+    opt = training.static_optimizer(optax.adamw, config.learning_rate, weight_decay=config.weight_decay)
+    result = training.fit(_Init(config), make_loss_and_grad(config), opt, keys,
                           steps=config.steps, hyper={"feature_probability": jnp.asarray(probs)},
                           chunk_size=min(chunk_size, config.steps), progress=progress, desc="superposition")
     w = result.state.params["W"]

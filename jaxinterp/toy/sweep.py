@@ -44,10 +44,14 @@ def collisions_sweep(key: jax.Array, base: incidental.IncidentalConfig, hidden_s
       ``loglog_slope``, ``n_seeds``, ``match_rate [k]`` / ``mean_rank [k]`` (largest initial
       weight vs final winner, averaged over seeds), ``final_loss [k]``, ``seconds [k]``.
     """
+    if not (isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+            and key.shape == ()):
+        raise TypeError("`key` must be one typed PRNG key from jax.random.key(seed); "
+                        f"got {type(key).__name__} {getattr(key, 'dtype', '')} {getattr(key, 'shape', '')}.")
+    if not isinstance(base, incidental.IncidentalConfig):
+        raise TypeError(f"`base` must be an IncidentalConfig; got {type(base).__name__}.")
     check_positive_int(n_seeds, "n_seeds")
-    hidden_sizes = [check_positive_int(int(m), "hidden_sizes entry") for m in hidden_sizes]
-    if not hidden_sizes:
-        raise ValueError("`hidden_sizes` must hold at least one size.")
+    hidden_sizes = _check_sizes(hidden_sizes)
     keys = jax.random.split(key, n_seeds)
     k = len(hidden_sizes)
     if pad:
@@ -61,6 +65,21 @@ def collisions_sweep(key: jax.Array, base: incidental.IncidentalConfig, hidden_s
             "count_sem": sem, "theory": theory.theory_count(base.n_features, hidden_sizes),
             "loglog_slope": theory.loglog_slope(hidden_sizes, mean), "n_seeds": n_seeds,
             **{name: np.asarray([r[name] for r in runs]) for name in ("match_rate", "mean_rank", "final_loss", "seconds")}}
+
+
+def _check_sizes(hidden_sizes) -> list[int]:
+    """The ``m`` values as Python ints; TypeError for non-integers, ValueError for none or < 1."""
+    if isinstance(hidden_sizes, (str, bytes)) or not hasattr(hidden_sizes, "__iter__"):
+        raise TypeError(f"`hidden_sizes` must be a list of integer sizes; got {type(hidden_sizes).__name__}.")
+    sizes = list(hidden_sizes)
+    if not sizes:
+        raise ValueError("`hidden_sizes` must hold at least one size.")
+    for m in sizes:
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
+            raise TypeError(f"`hidden_sizes` must hold integers; got {m!r} ({type(m).__name__}).")
+        if m < 1:
+            raise ValueError(f"`hidden_sizes` entries must be >= 1; got {m}.")
+    return [int(m) for m in sizes]
 
 
 def _summarise(w_init, w_final, final_loss, seconds) -> dict:

@@ -26,11 +26,10 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import hashlib
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -41,6 +40,7 @@ import optax
 from jaxinterp import checkpoint as ckpt
 from jaxinterp import sharding
 from jaxinterp._validation import check_positive_int
+from jaxinterp.loop import run_chunks
 
 
 class TrainState(NamedTuple):
@@ -79,6 +79,40 @@ class FitResult(NamedTuple):
     resumed_from: int
 
 
+@dataclasses.dataclass(frozen=True)
+class _Rebuilt:
+    """Calls ``build(*args, **kwargs).<method>``: a hashable stand-in for an optax closure."""
+
+    build: Callable
+    args: tuple
+    kwargs: tuple
+    method: str
+
+    def __call__(self, *a, **k):
+        return getattr(self.build(*self.args, **dict(self.kwargs)), self.method)(*a, **k)
+
+
+def static_optimizer(build: Callable[..., optax.GradientTransformation], *args, **kwargs
+                     ) -> optax.GradientTransformation:
+    """``build(*args, **kwargs)`` as a transformation that compares equal for equal arguments.
+
+    optax builds a new closure on every call, so two ``optax.adamw(1e-3)`` never compare equal
+    and ``fit`` would compile its program again for each. The transformation returned here
+    rebuilds ``build(*args, **kwargs)`` when it is traced (same numbers) and is equal to any other
+    made from the same ``build`` and arguments, so ``jax.jit``'s cache reuses compiled programs
+    and checkpoint fingerprints see the hyperparameters.
+
+    Args:
+      build: a module-level factory such as ``optax.adamw``.
+      *args, **kwargs: its (hashable) arguments, e.g. the learning rate.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    items = tuple(sorted(kwargs.items()))
+    return optax.GradientTransformation(_Rebuilt(build, args, items, "init"), _Rebuilt(build, args, items, "update"))
+
+
 def init_state(init_params: Callable, optimizer: optax.GradientTransformation, key: jax.Array,
                hyper: Any = None) -> TrainState:
     """Initial ``TrainState`` of one instance: ``init_params(k, hyper)`` gets one split ``k`` of ``key``."""
@@ -90,7 +124,7 @@ def init_state(init_params: Callable, optimizer: optax.GradientTransformation, k
 
 def initial_params(init_params: Callable, keys: jax.Array, hyper: Any = None) -> Any:
     """The parameters ``fit`` starts from for each of ``keys`` ``[instances]`` (same split as ``init_state``)."""
-    return jax.jit(jax.vmap(lambda k, h: init_params(jax.random.split(k)[0], h)))(keys, hyper)
+    return _params_jit(keys, hyper, init_params=init_params)
 
 
 def make_step(loss_and_grad: Callable, optimizer: optax.GradientTransformation) -> Callable:
@@ -135,28 +169,35 @@ def run_steps(step: Callable, state: TrainState, hyper, n_steps: int, *,
     return jax.lax.scan(inner, state, None, length=n_steps // record_every)
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled(init_params, loss_and_grad, optimizer, record, record_every):
-    """Jitted batched init and chunk runner, cached so repeated ``fit`` calls with the same
-    functions (e.g. from the cached ``make_*`` factories) reuse their compilations."""
-    batched_init = jax.jit(jax.vmap(lambda k, h: init_state(init_params, optimizer, k, h)))
+def _batched_init(keys, hyper, *, init_params, optimizer):
+    return jax.vmap(lambda k, h: init_state(init_params, optimizer, k, h))(keys, hyper)
+
+
+def _run_chunk(state, hyper, *, loss_and_grad, optimizer, record, record_every, n, groups, block):
+    """``n`` steps of every instance: vmapped, or per device group ``lax.map`` over seed blocks."""
     step = make_step(loss_and_grad, optimizer)
+    run = jax.vmap(lambda s, h: run_steps(step, s, h, n, record=record, record_every=record_every))
+    if block is None:
+        return run(state, hyper)
+    # [instances] -> [groups (one per device), blocks, block]: vmap over devices' groups,
+    # lax.map over blocks (cache-sized working sets), vmap within a block
+    total = jax.tree_util.tree_leaves(state)[0].shape[0]
+    split = lambda x: x.reshape(groups, total // (groups * block), block, *x.shape[1:])
+    blocked = jax.vmap(lambda s, h: jax.lax.map(lambda a: run(a[0], a[1]), (s, h)))
+    out = blocked(*jax.tree_util.tree_map(split, (state, hyper)))
+    return jax.tree_util.tree_map(lambda x: x.reshape(total, *x.shape[3:]), out)
 
-    run = jax.vmap(lambda s, h, n: run_steps(step, s, h, n, record=record, record_every=record_every),
-                   in_axes=(0, 0, None))
 
-    def chunk_fn(state, hyper, n, groups, block):
-        if block is None:
-            return run(state, hyper, n)
-        # [instances] -> [groups (one per device), blocks, block]: vmap over devices' groups,
-        # lax.map over blocks (cache-sized working sets), vmap within a block
-        total = jax.tree_util.tree_leaves(state)[0].shape[0]
-        split = lambda x: x.reshape(groups, total // (groups * block), block, *x.shape[1:])
-        blocked = jax.vmap(lambda s, h: jax.lax.map(lambda a: run(a[0], a[1], n), (s, h)))
-        out = blocked(*jax.tree_util.tree_map(split, (state, hyper)))
-        return jax.tree_util.tree_map(lambda x: x.reshape(total, *x.shape[3:]), out)
-
-    return batched_init, jax.jit(chunk_fn, static_argnums=(2, 3, 4), donate_argnums=0)
+# The functions and settings are static: ``jax.jit``'s own cache compiles once per distinct
+# (init, loss, optimiser, record, chunk length, blocking) and shapes, across ``fit`` calls. The
+# toy models' ``make_*`` factories return values that compare equal for equal configs, so
+# repeated fits of one configuration reuse the compiled programs.
+_init_jit = jax.jit(_batched_init, static_argnames=("init_params", "optimizer"))
+_chunk_jit = jax.jit(_run_chunk, donate_argnames="state",
+                     static_argnames=("loss_and_grad", "optimizer", "record", "record_every", "n", "groups",
+                                      "block"))
+_params_jit = jax.jit(lambda keys, hyper, *, init_params: jax.vmap(
+    lambda k, h: init_params(jax.random.split(k)[0], h))(keys, hyper), static_argnames="init_params")
 
 
 def _blocking(n_instances: int, n_devices: int, seed_block: int | None) -> tuple[int, int | None]:
@@ -181,17 +222,60 @@ def default_seed_block(state_bytes_per_instance: int) -> int | None:
     return int(min(256, max(1, (8 << 20) // max(1, state_bytes_per_instance))))
 
 
-def fingerprint(*parts: Any) -> str:
-    """A short stable hash of ``repr`` of ``parts`` (configs, sizes) to match checkpoints to runs."""
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+def _check_fit_args(keys, steps, chunk_size, hyper, record, record_every) -> int:
+    """Validate ``fit``'s arguments; returns the number of instances."""
+    check_positive_int(steps, "steps")
+    check_positive_int(chunk_size, "chunk_size")
+    if not (isinstance(keys, jax.Array) and jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)):
+        raise TypeError("`keys` must be typed PRNG keys from jax.random.key(...) / jax.random.split; "
+                        f"got {type(keys).__name__} of dtype {getattr(keys, 'dtype', None)}.")
+    if keys.ndim != 1:
+        raise ValueError(f"`keys` must have shape (instances,); got {keys.shape}.")
+    if keys.shape[0] == 0:
+        raise ValueError("`keys` must hold at least one key (one per instance); got 0.")
+    if record is not None:
+        check_positive_int(record_every, "record_every")
+        if chunk_size % record_every or steps % record_every:
+            raise ValueError(f"`record_every` ({record_every}) must divide `chunk_size` ({chunk_size}) "
+                             f"and `steps` ({steps}).")
+    n_instances = keys.shape[0]
+    for leaf in jax.tree_util.tree_leaves(hyper):
+        if np.ndim(leaf) == 0 or np.shape(leaf)[0] != n_instances:
+            raise ValueError(f"every leaf of `hyper` needs a leading axis of {n_instances} instances; "
+                             f"got shape {np.shape(leaf)}.")
+    return n_instances
 
 
-def _chunks(total: int, done: int, chunk: int) -> list[int]:
-    sizes, at = [], done
-    while at < total:
-        sizes.append(min(chunk, total - at))
-        at += sizes[-1]
-    return sizes
+def _resolve_seed_block(seed_block, init_params, optimizer, keys, hyper) -> int | None:
+    if seed_block == "auto":
+        one = jax.eval_shape(lambda k, h: init_state(init_params, optimizer, k, h), keys[0],
+                             jax.tree_util.tree_map(lambda x: x[0], hyper))
+        seed_block = default_seed_block(sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(one)
+                                            if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)))
+    if seed_block is not None:
+        check_positive_int(seed_block, "seed_block")
+    return seed_block
+
+
+def run_fingerprint(init_params: Callable, loss_and_grad: Callable, optimizer: optax.GradientTransformation,
+                    keys: jax.Array, *, steps: int, hyper: Any = None, record: Callable | None = None,
+                    record_every: int = 0, run_id: Any = None) -> dict[str, str]:
+    """What identifies a ``fit`` run in its checkpoints: one hash per part that changes the numbers.
+
+    The model functions, the optimiser (its hyperparameters included, e.g. the learning rate),
+    ``hyper``, the keys, the step count, the recorded metric, ``run_id`` and the jaxinterp
+    version are each described by ``checkpoint.describe`` (content, not identity) and hashed.
+    The chunk size, sharding and seed blocks are left out: they do not change the result.
+
+    Returns:
+      dict from part name to a 16-hex-digit hash.
+    """
+    import jaxinterp
+
+    parts = {"init_params": init_params, "loss_and_grad": loss_and_grad, "optimizer": optimizer, "keys": keys,
+             "hyper": hyper, "steps": steps, "record": (record, record_every), "run_id": run_id,
+             "jaxinterp_version": jaxinterp.__version__}
+    return {name: ckpt.fingerprint(value) for name, value in parts.items()}
 
 
 def fit(init_params: Callable, loss_and_grad: Callable, optimizer: optax.GradientTransformation,
@@ -202,6 +286,10 @@ def fit(init_params: Callable, loss_and_grad: Callable, optimizer: optax.Gradien
         callback: Callable[[int, TrainState], None] | None = None,
         seed_block: int | None | str = "auto") -> FitResult:
     """Train one model per key, all at once; resumable.
+
+    The chunks run through ``jaxinterp.loop.run_chunks`` (progress, checkpoints and the callback
+    happen between chunks); each chunk is one compiled program, cached by ``jax.jit`` across
+    calls with equal functions, settings and shapes.
 
     Args:
       init_params: ``init_params(key, hyper) -> params`` of one instance.
@@ -219,119 +307,95 @@ def fit(init_params: Callable, loss_and_grad: Callable, optimizer: optax.Gradien
       record_every: record interval in steps.
       shard: split the instances over ``mesh`` (default all of ``jax.devices()``).
       mesh: a one-axis mesh from ``jaxinterp.sharding.leading_axis_mesh``.
-      checkpoint_path: if given, the state is saved there (atomically) after every chunk, and a
-        matching checkpoint found there at start is resumed from. Delete it to start afresh.
-      run_id: anything whose ``repr`` identifies the run's settings (e.g. the config); a
-        checkpoint written with another ``run_id``, key set or step count is refused.
+      checkpoint_path: if given, the state is saved there after every chunk (atomically,
+        verified by checksums, the previous checkpoint kept as a fallback; see
+        ``jaxinterp.checkpoint``), and a checkpoint found there at start is resumed from.
+      run_id: anything identifying further settings of the run (e.g. the config); it enters
+        the fingerprint beside the functions, optimiser, ``hyper``, keys and step count
+        (``run_fingerprint``). A checkpoint of another run is refused with a ValueError naming
+        the parts that differ.
       progress: show a tqdm bar over steps.
       desc: the bar's label.
       callback: ``callback(steps_done, state)`` after each chunk (and its checkpoint).
       seed_block: train at most this many instances per device together, looping over blocks
         (``lax.map``) so each block's state stays in cache; ``None``: all at once; ``"auto"``:
         ``default_seed_block`` (on CPU about 8 MiB of state per block; all at once on
-        accelerators). Results do not
-        depend on it.
+        accelerators). Results do not depend on it.
 
     Returns:
       A ``FitResult``; same keys and settings give the same result, whether run in one go,
       resumed, sharded or not.
     """
-    check_positive_int(steps, "steps")
-    check_positive_int(chunk_size, "chunk_size")
-    if not (isinstance(keys, jax.Array) and jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)):
-        raise TypeError("`keys` must be typed PRNG keys from jax.random.key(...) / jax.random.split; "
-                        f"got {type(keys).__name__} of dtype {getattr(keys, 'dtype', None)}.")
-    if keys.ndim != 1:
-        raise ValueError(f"`keys` must have shape (instances,); got {keys.shape}.")
-    if record is not None:
-        check_positive_int(record_every, "record_every")
-        if chunk_size % record_every or steps % record_every:
-            raise ValueError(f"`record_every` ({record_every}) must divide `chunk_size` ({chunk_size}) "
-                             f"and `steps` ({steps}).")
-    n_instances = keys.shape[0]
-    if hyper is not None:
-        for leaf in jax.tree_util.tree_leaves(hyper):
-            if np.ndim(leaf) == 0 or np.shape(leaf)[0] != n_instances:
-                raise ValueError(f"every leaf of `hyper` needs a leading axis of {n_instances} instances; "
-                                 f"got shape {np.shape(leaf)}.")
-
+    n_instances = _check_fit_args(keys, steps, chunk_size, hyper, record, record_every)
     use_mesh = mesh if mesh is not None else (sharding.leading_axis_mesh() if shard else None)
-    if seed_block == "auto":
-        one = jax.eval_shape(lambda k, h: init_state(init_params, optimizer, k, h), keys[0],
-                             jax.tree_util.tree_map(lambda x: x[0], hyper))
-        seed_block = default_seed_block(sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(one)
-                                            if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)))
-    if seed_block is not None:
-        check_positive_int(seed_block, "seed_block")
+    seed_block = _resolve_seed_block(seed_block, init_params, optimizer, keys, hyper)
     groups = 1 if use_mesh is None else use_mesh.size
     multiple, block = _blocking(n_instances, groups, seed_block)
-    inputs, _ = sharding.pad_leading((keys, hyper), multiple)
-    if use_mesh is not None:
-        inputs = sharding.shard_leading(inputs, use_mesh)
-    p_keys, p_hyper = inputs
+    p_keys, p_hyper = _place((keys, hyper), multiple, use_mesh)
+    state = _init_jit(p_keys, p_hyper, init_params=init_params, optimizer=optimizer)
 
-    batched_init, chunk_jit = _compiled(init_params, loss_and_grad, optimizer, record, record_every)
-    state = batched_init(p_keys, p_hyper)
-
-    fp = fingerprint(run_id, steps, chunk_size, record_every,
-                     np.asarray(jax.random.key_data(keys)).tobytes())
+    parts = run_fingerprint(init_params, loss_and_grad, optimizer, keys, steps=steps, hyper=hyper, record=record,
+                            record_every=record_every, run_id=run_id)
     done, records = 0, []
-    if checkpoint_path is not None and Path(checkpoint_path).exists():
-        done, state, records = _resume(checkpoint_path, fp, state, n_instances, record, record_every, use_mesh,
+    if checkpoint_path is not None and ckpt.exists(checkpoint_path):
+        done, state, records = _resume(checkpoint_path, parts, state, n_instances, record, record_every, use_mesh,
                                        multiple)
     resumed_from = done
+    unpad = functools.partial(sharding.unpad_leading, n=n_instances)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, initial=done, desc=desc, unit="step", leave=False)
-    try:
-        for n in _chunks(steps, done, chunk_size):
-            state, rec = chunk_jit(state, p_hyper, n, groups, block)
-            done += n
-            if rec is not None:
-                records.append(jax.device_get(sharding.unpad_leading(rec, n_instances)))
-                records = [_concat_records(records)]
-            if checkpoint_path is not None:
-                host_state = jax.device_get(sharding.unpad_leading(state, n_instances))
-                ckpt.save_pytree(checkpoint_path, {"state": host_state, "records": records[0] if records else None},
-                                 metadata={"fingerprint": fp, "steps_done": done})
-            if bar is not None:
-                bar.update(n)
-            if callback is not None:
-                callback(done, sharding.unpad_leading(state, n_instances))
-    finally:
-        if bar is not None:
-            bar.close()
+    def run_chunk(state, start, n):
+        state, rec = _chunk_jit(state, p_hyper, loss_and_grad=loss_and_grad, optimizer=optimizer, record=record,
+                                record_every=record_every, n=n, groups=groups, block=block)
+        if rec is not None:
+            records[:] = [_concat_records(records + [jax.device_get(unpad(rec))])]
+        return state
 
-    final = jax.tree_util.tree_map(jnp.asarray, jax.device_get(sharding.unpad_leading(state, n_instances)))
+    def after_chunk(done, state):
+        if checkpoint_path is not None:
+            ckpt.save_pytree(checkpoint_path, {"state": jax.device_get(unpad(state)),
+                                               "records": records[0] if records else None},
+                             metadata={"fingerprint": ckpt.fingerprint(parts), "parts": parts, "steps_done": done})
+        if callback is not None:
+            callback(done, unpad(state))
+
+    state = run_chunks(run_chunk, state, steps=steps, chunk_size=chunk_size, start=done, progress=progress,
+                       desc=desc, after_chunk=after_chunk)
+    final = jax.tree_util.tree_map(jnp.asarray, jax.device_get(unpad(state)))
     history = records[0] if records else None
     n_rec = 0 if history is None else jax.tree_util.tree_leaves(history)[0].shape[1]
     record_steps = np.arange(1, n_rec + 1) * max(record_every, 1)
     return FitResult(final, history, record_steps, resumed_from)
 
 
+def _place(tree, multiple: int, mesh):
+    """Pad the leading (instance) axis of ``tree`` to ``multiple`` and shard it over ``mesh``."""
+    tree, _ = sharding.pad_leading(tree, multiple)
+    return tree if mesh is None else sharding.shard_leading(tree, mesh)
+
+
 def _concat_records(records: list) -> Any:
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=1), *records)
 
 
-def _resume(path, fp, state, n_instances, record, record_every, mesh, multiple):
-    """Load a matching checkpoint: ``(steps_done, state on the devices, [records] or [])``."""
-    meta = ckpt.read_metadata(path)
-    if meta.get("fingerprint") != fp:
-        raise ValueError(f"checkpoint {path} belongs to a different run (other settings, keys or step "
-                         "count); delete it or choose another path.")
-    done = int(meta["steps_done"])
+def _resume(path, parts, state, n_instances, record, record_every, mesh, multiple):
+    """Load the newest usable checkpoint of this run: ``(steps_done, state on the devices, [records] or [])``."""
     like_state = sharding.unpad_leading(state, n_instances)
-    like_records = None
-    if record is not None:
-        one = jax.tree_util.tree_map(lambda x: x[0], like_state.params)
-        spec = jax.eval_shape(record, one)
-        like_records = jax.tree_util.tree_map(
-            lambda s: jax.ShapeDtypeStruct((n_instances, done // record_every, *s.shape), s.dtype), spec)
-    saved, _ = ckpt.load_pytree(path, {"state": like_state, "records": like_records})
-    restored, _ = sharding.pad_leading(saved["state"], multiple)
-    if mesh is not None:
-        restored = sharding.shard_leading(restored, mesh)
+
+    def like(meta: dict):
+        saved = meta.get("parts") or {}
+        differ = sorted(name for name in parts if saved.get(name) != parts[name])
+        if differ:
+            raise ValueError(f"checkpoint {path} belongs to a different run: {', '.join(differ)} differ from this "
+                             "call's; delete it (and its .prev) or choose another `checkpoint_path`.")
+        like_records = None
+        if record is not None:
+            spec = jax.eval_shape(record, jax.tree_util.tree_map(lambda x: x[0], like_state.params))
+            n_rec = int(meta["steps_done"]) // record_every
+            like_records = jax.tree_util.tree_map(
+                lambda s: jax.ShapeDtypeStruct((n_instances, n_rec, *s.shape), s.dtype), spec)
+        return {"state": like_state, "records": like_records}
+
+    saved, meta = ckpt.load_pytree(path, like)
+    restored = _place(saved["state"], multiple, mesh)
     restored = jax.tree_util.tree_map(jnp.asarray, restored)
-    return done, restored, ([] if saved["records"] is None else [saved["records"]])
+    return int(meta["steps_done"]), restored, ([] if saved["records"] is None else [saved["records"]])
