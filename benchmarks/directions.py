@@ -24,6 +24,7 @@ import time
 import warnings
 from pathlib import Path
 
+import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import block, measured_matmul_flops, row, time_fn, write_results  # noqa: E402
 
-from jaxinterp import directions as D  # noqa: E402
+from jaxinterp import directions as jd  # noqa: E402
 from jaxinterp.datasets import make_superposition_data  # noqa: E402
 
 
@@ -72,6 +73,9 @@ def _pair(ours_fn, base_fn, repeats, *, budget_s: float = 20.0):
     return ours_s, statistics.median(base_t), max(first - ours_s, 0.0), ours_out, base_out
 
 
+KEY = jax.random.key(0)
+
+
 def _inertia(x, centers):
     d2 = (x**2).sum(1)[:, None] - 2 * x @ centers.T + (centers**2).sum(1)[None]
     return float(np.maximum(d2.min(1), 0).sum())
@@ -80,18 +84,18 @@ def _inertia(x, centers):
 def bench_kmeans(name, x, k, repeats, rows):
     from sklearn.cluster import KMeans
 
-    steady, sk_s, comp, res, sk = _pair(lambda: D.kmeans(0, x, k, n_init=1),
+    steady, sk_s, comp, res, sk = _pair(lambda: jd.fit(jd.kmeans(k, n_init=1), x, key=KEY),
                                         lambda: KMeans(k, n_init=1, random_state=0).fit(x), repeats)
-    ours_obj = _inertia(x.astype(np.float64), np.asarray(res.centers, np.float64))
+    ours_obj = _inertia(x.astype(np.float64), np.asarray(res.components, np.float64))
     rows.append(row(f"kmeans {name} k={k}", steady, "sklearn KMeans", sk_s,
-                    note=f"iters ours {int(res.n_iter)} / sklearn {sk.n_iter_}", compile_s=comp,
+                    note=f"iters ours {int(res.info['n_iter'])} / sklearn {sk.n_iter_}", compile_s=comp,
                     ours_objective=ours_obj, baseline_objective=float(sk.inertia_)))
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    steady, sk_s, comp, res, sk = _pair(lambda: D.kmeans(0, x, k, cosine=True, n_init=1),
+    steady, sk_s, comp, res, sk = _pair(lambda: jd.fit(jd.kmeans(k, cosine=True, n_init=1), x, key=KEY),
                                         lambda: KMeans(k, n_init=1, random_state=0).fit(xn), repeats)
     c = sk.cluster_centers_ / np.linalg.norm(sk.cluster_centers_, axis=1, keepdims=True)
     rows.append(row(f"cosine kmeans {name} k={k}", steady, "sklearn KMeans (unit rows)", sk_s,
-                    note="objective sum(1 - cos)", compile_s=comp, ours_objective=float(res.inertia),
+                    note="objective sum(1 - cos)", compile_s=comp, ours_objective=float(res.info["inertia"]),
                     baseline_objective=float((1 - (xn @ c.T).max(1)).sum())))
 
 
@@ -100,13 +104,18 @@ def bench_minibatch_kmeans(name, x, k, steps, repeats, rows):
 
     bs = 1024
     epochs = max(1, round(steps * bs / x.shape[0]))
-    steady, sk_s, comp, res, sk = _pair(
-        lambda: D.minibatch_kmeans(0, x, k, batch_size=bs, n_steps=steps),
+    def ours():   # fit, then label every row (as sklearn's fit does)
+        d = jd.fit(jd.minibatch_kmeans(k, batch_size=bs, steps=steps), x, key=KEY)
+        return d, d.codes(x)
+
+    steady, sk_s, comp, (res, _), sk = _pair(
+        ours,
         lambda: MiniBatchKMeans(k, batch_size=bs, n_init=1, max_iter=epochs, random_state=0,
                                 max_no_improvement=None, tol=0.0).fit(x), repeats)
     rows.append(row(f"minibatch kmeans {name} k={k}", steady, "sklearn MiniBatchKMeans", sk_s,
                     note=f"{steps} steps ours / {sk.n_steps_} sklearn, batch {bs}", compile_s=comp,
-                    ours_objective=float(res.inertia), baseline_objective=_inertia(x, sk.cluster_centers_)))
+                    ours_objective=_inertia(x, np.asarray(res.components)),
+                    baseline_objective=_inertia(x, sk.cluster_centers_)))
 
 
 def bench_ica(name, x, k, repeats, rows):
@@ -114,9 +123,13 @@ def bench_ica(name, x, k, repeats, rows):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        steady, sk_s, comp, res, sk = _pair(lambda: D.fastica(0, x, k),
-                                            lambda: FastICA(k, random_state=0, whiten="unit-variance").fit(x), repeats)
-    s_ours = np.asarray(res.sources)
+        def ours():   # fit, then the sources of the training data (as sklearn's fit keeps them)
+            d = jd.fit(jd.ica(k), x, key=KEY)
+            return d, d.encode(x)
+
+        steady, sk_s, comp, (res, sources), sk = _pair(
+            ours, lambda: FastICA(k, random_state=0, whiten="unit-variance").fit(x), repeats)
+    s_ours = np.asarray(sources)
     s_sk = sk.transform(x)
     gauss = float(np.mean(np.log(np.cosh(np.random.default_rng(0).standard_normal(2_000_000)))))
 
@@ -125,7 +138,7 @@ def bench_ica(name, x, k, repeats, rows):
         return float(np.sum((np.mean(np.log(np.cosh(s)), axis=0) - gauss) ** 2))
 
     rows.append(row(f"fastica {name} k={k}", steady, "sklearn FastICA", sk_s,
-                    note=f"iters ours {int(res.n_iter)} / sklearn {sk.n_iter_}; negentropy higher is better",
+                    note=f"iters ours {int(res.info['n_iter'])} / sklearn {sk.n_iter_}; negentropy higher is better",
                     compile_s=comp, ours_negentropy=negentropy(s_ours), baseline_negentropy=negentropy(s_sk)))
 
 
@@ -136,11 +149,12 @@ def bench_nmf(name, x, k, iters, repeats, rows):
     model = NMF(k, init="nndsvda", solver="cd", max_iter=iters, tol=0.0, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        steady, sk_s, comp, res, w = _pair(lambda: D.nmf(0, x, k, max_iter=iters, tol=0.0, init="nndsvda"),
+        learner = jd.nmf(k, max_iter=iters, tol=0.0, init="nndsvda")
+        steady, sk_s, comp, res, w = _pair(lambda: jd.fit(learner, x, key=KEY),
                                            lambda: model.fit_transform(x), repeats)
     sk_obj = 0.5 * float(np.sum((x - w @ model.components_) ** 2))
     rows.append(row(f"nmf {name} k={k}", steady, "sklearn NMF cd", sk_s, note=f"{iters} sweeps each",
-                    compile_s=comp, ours_objective=float(res.objective), baseline_objective=sk_obj))
+                    compile_s=comp, ours_objective=float(res.info["objective"]), baseline_objective=sk_obj))
 
 
 def bench_dictionary(name, x, k, steps, alpha, repeats, rows):
@@ -157,17 +171,17 @@ def bench_dictionary(name, x, k, steps, alpha, repeats, rows):
             mb.partial_fit(b)
         return mb
 
-    steady, sk_s, comp, res, mb = _pair(lambda: D.dictionary_learning(0, x, k, alpha=alpha, batch_size=bs,
-                                                                      n_steps=steps, code_iter=100), sk_fit, repeats)
+    learner = jd.dictionary(k, alpha=alpha, batch_size=bs, steps=steps, code_iter=100)
+    steady, sk_s, comp, res, mb = _pair(lambda: jd.fit(learner, x, key=KEY), sk_fit, repeats)
 
     def lasso_objective(dct):
         dct = np.asarray(dct, np.float32)
-        c = np.asarray(D.sparse_encode(held, dct, alpha, n_iter=2000))
+        c = np.asarray(jd.sparse_encode(held, dct, alpha, n_iter=2000))
         return float(0.5 * np.sum((held - c @ dct) ** 2) + alpha * np.abs(c).sum()) / len(held)
 
     rows.append(row(f"dictionary learning {name} k={k}", steady, "sklearn MiniBatchDictionaryLearning", sk_s,
                     note=f"{steps} steps, batch {bs}, alpha {alpha}; objective: held-out lasso loss",
-                    compile_s=comp, ours_objective=lasso_objective(res.dictionary),
+                    compile_s=comp, ours_objective=lasso_objective(res.components),
                     baseline_objective=lasso_objective(mb.components_)))
 
 
@@ -209,21 +223,26 @@ def torch_sae_seconds(x, m, steps, bs, coef, lr):
 
 def bench_sae(x, m, steps, bs, peak, rows):
     """SAE training: one warm-up (compiling) call, then one timed call per kind."""
-    import torch
+    try:
+        import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(os.cpu_count() or 1)
+    except ImportError:   # the PyTorch baseline is optional (the `bench` extra)
+        torch = None
     d = x.shape[1]
     # matmul FLOPs per step: encoder forward + weight gradient (2 x 2bdm), decoder forward + weight
     # gradient + input gradient (3 x 2bdm)
     flops_per_step = 10.0 * bs * d * m
     relu_s = None
     torch_times: list[float] = []
-    for kind, extra in (("relu_l1", {"aux_k": 0}), ("topk", {"k": 32}), ("batchtopk", {"k": 32}), ("jumprelu", {})):
-        cfg = D.SAEConfig(n_latents=m, kind=kind, n_steps=steps, batch_size=bs, chunk=steps, **extra)
-        coef = 0.1 if kind == "relu_l1" else 1.0
-        fit = lambda cfg=cfg, coef=coef: D.train_sae(0, x, cfg, coef).params["w_dec"]  # noqa: E731
+    for kind, extra in (("relu", {"aux_k": 0}), ("topk", {"k": 32}), ("batchtopk", {"k": 32}), ("jumprelu", {})):
+        learner = jd.sae(m, kind=kind, steps=steps, batch_size=bs, coef=0.1 if kind == "relu" else 1.0, **extra)
+        fit = lambda learner=learner: jd.fit(learner, x, key=KEY, chunk_size=steps).components  # noqa: E731
         baseline, base_s = "-", None
-        if kind == "relu_l1":
+        if kind == "relu" and torch is None:
+            steady, comp, _ = _ours(fit, 2)
+            relu_s = steady
+        elif kind == "relu":
             # the PyTorch loop times itself (after its own warm-up steps); alternate with ours
             steady, _, comp, _, _ = _pair(fit, lambda: torch_times.append(torch_sae_seconds(x, m, steps, bs, 0.1, 1e-3)),
                                           2)
@@ -238,8 +257,14 @@ def bench_sae(x, m, steps, bs, peak, rows):
                         peak_fraction=frac))
     # one vmapped sweep of 4 SAEs vs 4 separate trainings (the relu_l1 row above, same config)
     coefs = (0.03, 0.1, 0.3, 1.0)
-    sweep_s, comp, _ = _ours(lambda: D.fit_sae_sweep(0, x, m, "relu_l1", coefs=coefs, n_steps=steps, batch_size=bs,
-                                                     chunk=steps, aux_k=0)[0].components, 1)
+    def sweep():
+        def one(c):
+            return jd.fit(jd.sae(m, kind="relu", coef=c, steps=steps, batch_size=bs, aux_k=0), x, key=KEY,
+                          chunk_size=steps)
+
+        return jax.vmap(one)(np.asarray(coefs, np.float32)).components
+
+    sweep_s, comp, _ = _ours(sweep, 1)
     rows.append(row(f"sae sweep x{len(coefs)} (vmap) d={d} m={m}", sweep_s, "4 separate trainings", 4 * relu_s,
                     note="one vmap over L1 coefficients, shared batches", compile_s=comp,
                     vectors_per_s=len(coefs) * steps * bs / sweep_s,

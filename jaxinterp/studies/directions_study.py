@@ -3,46 +3,141 @@ ground truth (the direction-finding half of Klindt et al. 2023), in one table.
 
 Two data sources:
   * ``activations``: post-ReLU activations of the last hidden layer of an MLP trained on mnist1d
-    (digits with ``--quick``); fitted on the training inputs, scored on the test inputs. The
-    neuron basis is the baseline. K = number of units (cosine K-means also 0.5x and 2x).
+    (digits in the quick version); fitted on the training inputs, scored on the test inputs.
+    The neuron basis is the baseline. K = number of units (cosine K-means also 0.5x and 2x).
   * ``ground_truth``: sparse features in superposition (``make_superposition_data``: ``n``
     features embedded in ``dim < n`` dimensions); recovery is scored by mean max cosine with the
     planted directions and Hungarian-matched MCC with the planted activations.
 Also a vmapped sweep of ReLU+L1 SAEs over the L1 coefficient (the sparsity / reconstruction
-frontier and recovery along it).
+frontier and recovery along it): one ``jax.vmap`` over ``directions.sae(..., coef=c)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
-from jaxinterp import directions as D
-from jaxinterp.studies.base import Study, StudyContext, StudyResult
-from jaxinterp.plotting import save_figure
+from jaxinterp import directions as jd
+from jaxinterp.keys import named_key
+from jaxinterp.studies import claims as claims_lib
+from jaxinterp.studies.base import Study, StudyConfig, progress_enabled
 
 NAME = "directions"
+ACTIVATION_METHODS = ("neurons", "cosine_kmeans", "cosine_kmeans_0.5x", "cosine_kmeans_2x", "pca", "ica", "nmf",
+                      "dictionary", "sae_relu", "sae_topk", "sae_batchtopk", "sae_jumprelu")
+GROUND_TRUTH_METHODS = ("cosine_kmeans", "pca", "ica", "dictionary", "sae_relu", "sae_topk", "sae_batchtopk",
+                        "sae_jumprelu")
+DENSE = ("pca", "ica")
 
-#: (n_features, dim, feature_probability, n_train, n_test) of the ground-truth data.
-GROUND_TRUTH = {"full": (64, 32, 0.03, 40_000, 5_000), "quick": (32, 16, 0.05, 6_000, 2_000)}
-SWEEP_COEFS = (0.03, 0.1, 0.3, 1.0, 3.0)
-#: Mean max cosine above which a method counts as having recovered the planted features.
-RECOVERY_THRESHOLD = 0.9
+
+@dataclasses.dataclass(frozen=True)
+class Config(StudyConfig):
+    """Settings of the directions study.
+
+    Attributes:
+      dataset: the classifier's dataset, ``mnist1d`` or ``digits``.
+      model_steps: classifier training steps (None: the model's default).
+      activation_methods: methods fitted on the model's activations.
+      ground_truth_methods: methods fitted on the planted features.
+      sae_steps: SAE training steps (dictionary learning uses an eighth, at least 50).
+      n_features: planted features.
+      dim: dimension they are embedded in (``< n_features``: superposition).
+      feature_probability: probability that a planted feature is active.
+      n_train: planted training rows.
+      n_test: planted test rows.
+      sweep_coefs: L1 coefficients of the vmapped ReLU SAE sweep.
+      recovery_threshold: mean max cosine at which a method counts as recovering the features.
+    """
+
+    dataset: str = "mnist1d"
+    model_steps: int | None = None
+    activation_methods: tuple[str, ...] = ACTIVATION_METHODS
+    ground_truth_methods: tuple[str, ...] = GROUND_TRUTH_METHODS
+    sae_steps: int = 2000
+    n_features: int = 64
+    dim: int = 32
+    feature_probability: float = 0.03
+    n_train: int = 40_000
+    n_test: int = 5_000
+    sweep_coefs: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0)
+    recovery_threshold: float = 0.9
+
+    @classmethod
+    def quick(cls) -> Config:
+        return cls(dataset="digits", model_steps=300, activation_methods=("neurons", "cosine_kmeans", "sae_relu"),
+                   ground_truth_methods=("pca", "dictionary", "sae_topk"), sae_steps=200, n_features=32, dim=16,
+                   feature_probability=0.05, n_train=6000, n_test=2000, sweep_coefs=(0.1, 1.0))
+
+    def validate(self) -> None:
+        super().validate()
+        if self.dataset not in ("mnist1d", "digits"):
+            raise ValueError(f"`dataset` must be 'mnist1d' or 'digits'; got {self.dataset!r}.")
+        for field, allowed in (("activation_methods", ACTIVATION_METHODS),
+                               ("ground_truth_methods", GROUND_TRUTH_METHODS)):
+            bad = [m for m in getattr(self, field) if m not in allowed]
+            if bad:
+                raise ValueError(f"`{field}` must be drawn from {allowed}; got {bad}.")
+        for field in ("sae_steps", "n_features", "dim", "n_train", "n_test"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"`{field}` must be >= 1; got {getattr(self, field)}.")
+        if self.model_steps is not None and self.model_steps < 1:
+            raise ValueError(f"`model_steps` must be >= 1 or None; got {self.model_steps}.")
+        if not self.dim < self.n_features:
+            raise ValueError(f"`dim` must be < `n_features` (superposition); got {self.dim} >= {self.n_features}.")
+        if not 0 < self.feature_probability <= 1:
+            raise ValueError(f"`feature_probability` must lie in (0, 1]; got {self.feature_probability}.")
+        if not self.sweep_coefs or min(self.sweep_coefs) < 0:
+            raise ValueError(f"`sweep_coefs` must be one or more coefficients >= 0; got {self.sweep_coefs}.")
+        if not 0 < self.recovery_threshold <= 1:
+            raise ValueError(f"`recovery_threshold` must lie in (0, 1]; got {self.recovery_threshold}.")
 
 
-def neuron_directions(dim: int) -> D.Directions:
+class Fits(NamedTuple):
+    """Scores of the methods fitted on one data source.
+
+    Attributes:
+      metrics: ``{method: evaluate(...) dict}`` on the test rows (plus ``n_directions`` and
+        ``density_counts``).
+      seconds: ``{method: fit seconds}``.
+      feature_cosines: ``{method: [n_features]}`` each planted feature's best |cosine| with a
+        learned direction (ground truth only; empty otherwise).
+    """
+
+    metrics: dict[str, dict[str, Any]]
+    seconds: dict[str, float]
+    feature_cosines: dict[str, np.ndarray]
+
+
+class Result(NamedTuple):
+    """Everything the study computed.
+
+    Attributes:
+      config: the settings.
+      model: the classifier and layer (``arch``, ``dataset``, ``layer``, ``test_accuracy``, ``rank``,
+        ``units``).
+      activations: ``Fits`` on the model's activations.
+      ground_truth: ``Fits`` on the planted features.
+      sweep: ``{"runs": [{coef, metrics...}], "seconds", "true_l0"}`` of the ReLU SAE sweep.
+      sweep_sample_l0: ``[n_coefs, n_test]`` active latents per test row for each coefficient.
+    """
+
+    config: Config
+    model: dict[str, Any]
+    activations: Fits
+    ground_truth: Fits
+    sweep: dict[str, Any]
+    sweep_sample_l0: np.ndarray
+
+
+def neuron_directions(dim: int) -> jd.Directions:
     """The neuron (standard) basis as ``Directions``: each unit's response is its activation."""
     eye = jnp.eye(dim, dtype=jnp.float32)
-    return D.make_directions(eye, method="neurons", encoder_kind="linear", encoder=eye)
-
-
-#: Methods run with ``--quick`` (a smoke run; the full run uses every method).
-QUICK_METHODS = {"activations": ("neurons", "cosine_kmeans", "sae_relu_l1"),
-                 "ground_truth": ("pca", "dictionary", "sae_topk")}
+    return jd.Directions.create(eye, jd.Linear(eye, jnp.zeros((dim,), jnp.float32)), method="neurons")
 
 
 def numerical_rank(x: np.ndarray) -> int:
@@ -50,48 +145,57 @@ def numerical_rank(x: np.ndarray) -> int:
     return int(np.linalg.matrix_rank(np.asarray(x, np.float64) - np.mean(x, axis=0)))
 
 
-def learners(k: int, *, rank: int, topk: int, steps: int, nonnegative: bool, seed: int, overcomplete: int) -> dict:
-    """The methods of the comparison: name -> ``fit(x) -> Directions``.
+def learner(method: str, k: int, *, rank: int, topk: int, steps: int, overcomplete: int) -> jd.Learner | None:
+    """The learner of ``method`` with ``k`` directions (None for the neuron basis).
 
     Args:
-      k: number of directions for the K-means / dictionary / NMF family.
+      method: one of ``ACTIVATION_METHODS``.
+      k: directions of the K-means / dictionary / NMF family.
       rank: numerical rank of the data; PCA and ICA use ``min(k, rank)`` components.
       topk: active latents of the TopK / BatchTopK SAEs.
-      steps: SAE training steps (dictionary learning uses an eighth).
-      nonnegative: include NMF (non-negative data only).
-      seed: root seed.
+      steps: SAE steps (dictionary learning: an eighth, at least 50).
       overcomplete: SAE latents = ``overcomplete * k``.
     """
-    key = jax.random.key(seed)
-    m = overcomplete * k
-    r = min(k, rank)
-    out = {
-        "neurons": lambda x: neuron_directions(x.shape[1]),
-        "cosine_kmeans": lambda x: D.fit_kmeans(key, x, k, cosine=True),
-        "pca": lambda x: D.fit_pca(x, r),
-        "ica": lambda x: D.fit_ica(key, x, r),
-        "dictionary": lambda x: D.fit_dictionary(key, x, k, alpha=0.1, n_steps=max(50, steps // 8), batch_size=256,
-                                                 code_iter=50, encode_iter=200),
+    m, r = overcomplete * k, min(k, rank)
+    if method.startswith("cosine_kmeans"):
+        mult = {"cosine_kmeans": 1.0, "cosine_kmeans_0.5x": 0.5, "cosine_kmeans_2x": 2.0}[method]
+        return jd.kmeans(max(2, int(mult * k)), cosine=True)
+    table = {
+        "neurons": lambda: None,
+        "pca": lambda: jd.pca(r),
+        "ica": lambda: jd.ica(r),
+        "nmf": lambda: jd.nmf(k, max_iter=100),
+        "dictionary": lambda: jd.dictionary(k, alpha=0.1, steps=max(50, steps // 8), batch_size=256, code_iter=50,
+                                            encode_iter=200),
         # Klindt et al. 2023: ReLU encoder, 2x overcomplete, L1 0.1, lr 1e-3, batch 64, z-scored inputs
-        "sae_relu_l1": lambda x: D.fit_sae(key, x, m, "relu_l1", coef=0.1, normalize="zscore", learning_rate=1e-3,
-                                           batch_size=64, n_steps=steps),
-        "sae_topk": lambda x: D.fit_sae(key, x, m, "topk", k=topk, n_steps=steps, batch_size=256),
-        "sae_batchtopk": lambda x: D.fit_sae(key, x, m, "batchtopk", k=topk, n_steps=steps, batch_size=256),
-        "sae_jumprelu": lambda x: D.fit_sae(key, x, m, "jumprelu", coef=3.0, n_steps=steps, batch_size=256),
+        "sae_relu": lambda: jd.sae(m, kind="relu", coef=0.1, normalize="zscore", learning_rate=1e-3, batch_size=64,
+                                   steps=steps),
+        "sae_topk": lambda: jd.sae(m, kind="topk", k=topk, steps=steps, batch_size=256),
+        "sae_batchtopk": lambda: jd.sae(m, kind="batchtopk", k=topk, steps=steps, batch_size=256),
+        "sae_jumprelu": lambda: jd.sae(m, kind="jumprelu", coef=3.0, steps=steps, batch_size=256),
     }
-    if nonnegative:
-        out["nmf"] = lambda x: D.fit_nmf(key, x, k, max_iter=100)
-        for mult in (0.5, 2.0):
-            kk = max(2, int(mult * k))
-            out[f"cosine_kmeans_{mult:g}x"] = (lambda kk: lambda x: D.fit_kmeans(key, x, kk, cosine=True))(kk)
-    return out
+    return table[method]()
 
 
-def _select(methods: dict, names) -> dict:
-    return methods if names is None else {n: f for n, f in methods.items() if n in names}
+def _fit_all(methods: dict, x_train, x_test, key, *, desc: str, true_codes=None, true_dirs=None) -> Fits:
+    from tqdm.auto import tqdm
+
+    metrics, seconds, cosines = {}, {}, {}
+    for name, lrn in tqdm(methods.items(), desc=desc, disable=not progress_enabled()):
+        start = time.perf_counter()
+        d = neuron_directions(x_train.shape[1]) if lrn is None else jd.fit(lrn, x_train, key=named_key(key, name))
+        jax.block_until_ready(d.components)
+        seconds[name] = time.perf_counter() - start
+        m = jd.evaluate(d, x_test, true_codes=true_codes, true_directions=true_dirs, histogram=True)
+        m["density_counts"] = m.pop("density_histogram")["counts"].tolist()
+        m["n_directions"] = int(d.n_directions)
+        metrics[name] = m
+        if true_dirs is not None:
+            cosines[name] = np.abs(np.asarray(jd.cosine_matrix(true_dirs, d.unit_directions()))).max(1)
+    return Fits(metrics, seconds, cosines)
 
 
-def model_activations(quick: bool, seed: int):
+def model_activations(config: Config):
     """Train (memoised) the MLP and capture its last hidden layer's post-ReLU activations.
 
     Returns:
@@ -100,43 +204,76 @@ def model_activations(quick: bool, seed: int):
     from jaxinterp.capture import activation_names, capture
     from jaxinterp.models import trained_classifier
 
-    arch, data = ("mlp", "digits") if quick else ("mlp", "mnist1d")
-    tc = trained_classifier(arch, data, seed=seed, steps=300 if quick else None)
+    tc = trained_classifier("mlp", config.dataset, seed=config.seed, steps=config.model_steps)
     layer = activation_names(tc.model.apply, tc.params, tc.dataset.x_test[:2])[-1]
     fn = jax.jit(lambda xb: capture(tc.model.apply, names=[layer])(tc.params, xb)[1][layer])
 
     def acts(x):
         return np.concatenate([np.maximum(np.asarray(fn(x[i:i + 512])), 0.0) for i in range(0, len(x), 512)])
 
-    info = {"arch": arch, "dataset": data, "layer": layer, "test_accuracy": tc.test_accuracy}
+    info = {"arch": "mlp", "dataset": config.dataset, "layer": layer, "test_accuracy": tc.test_accuracy}
     return acts(tc.dataset.x_train).astype(np.float32), acts(tc.dataset.x_test).astype(np.float32), info
 
 
-def _fit_all(methods: dict, x_train, x_test, *, progress: bool, desc: str, true_codes=None, true_dirs=None):
-    metrics, seconds, fitted = {}, {}, {}
-    for name, fit in tqdm(methods.items(), desc=desc, disable=not progress):
-        start = time.perf_counter()
-        d = fit(x_train)
-        jax.block_until_ready(d.components)
-        seconds[name] = time.perf_counter() - start
-        m = D.evaluate(d, x_test, true_codes=true_codes, true_directions=true_dirs, histogram=True)
-        hist = m.pop("density_histogram")
-        m["n_directions"] = int(d.n_directions)
-        m["density_counts"] = hist["counts"].tolist()
-        metrics[name] = m
-        fitted[name] = d
-    return metrics, seconds, fitted
+def _sweep(config: Config, x_train, x_test, z_test, w, key):
+    """The vmapped ReLU+L1 SAE sweep over ``config.sweep_coefs`` (one program, shared batches)."""
+    start = time.perf_counter()
+
+    def one(coef):
+        return jd.fit(jd.sae(config.n_features, kind="relu", coef=coef, steps=config.sae_steps, batch_size=256),
+                      x_train, key=key)
+
+    stacked = jax.vmap(one)(jnp.asarray(config.sweep_coefs, jnp.float32))
+    runs, sample_l0 = [], []
+    for coef, d in zip(config.sweep_coefs, jd.unstack(stacked)):
+        runs.append({"coef": coef, **jd.evaluate(d, x_test, true_codes=z_test, true_directions=w)})
+        sample_l0.append(np.sum(np.asarray(d.codes(x_test)) != 0, axis=1))
+    sweep = {"runs": runs, "seconds": time.perf_counter() - start,
+             "true_l0": float(np.mean((z_test != 0).sum(1)))}
+    return sweep, np.stack(sample_l0)
 
 
-def _plot_table(act: dict, gt: dict, ctx: StudyContext) -> str:
-    import matplotlib
+def compute(config: Config, key: jax.Array) -> Result:
+    """Fit every method on model activations and on planted features, and run the SAE sweep."""
+    from jaxinterp.datasets import make_superposition_data
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    x_tr, x_te, info = model_activations(config)
+    info["units"], info["rank"] = x_tr.shape[1], numerical_rank(x_tr)
+    units = info["units"]
+    act_methods = {m: learner(m, units, rank=info["rank"], topk=max(1, units // 16), steps=config.sae_steps,
+                              overcomplete=2) for m in config.activation_methods}
+    activations = _fit_all(act_methods, x_tr, x_te, named_key(key, "activations"), desc="activations")
+
+    n_feat, n_train = config.n_features, config.n_train
+    x, z, w = make_superposition_data(named_key(key, "planted"), n_train + config.n_test, n_feat, config.dim,
+                                      config.feature_probability)
+    topk = max(1, round(2 * config.feature_probability * n_feat))
+    gt_methods = {m: learner(m, n_feat, rank=config.dim, topk=topk, steps=config.sae_steps, overcomplete=1)
+                  for m in config.ground_truth_methods}
+    ground_truth = _fit_all(gt_methods, x[:n_train], x[n_train:], named_key(key, "ground_truth"),
+                            desc="ground truth", true_codes=z[n_train:], true_dirs=w)
+    sweep, sample_l0 = _sweep(config, x[:n_train], x[n_train:], z[n_train:], w, named_key(key, "sweep"))
+    return Result(config, info, activations, ground_truth, sweep, sample_l0)
+
+
+def metrics(result: Result) -> dict:
+    """The JSON contract: per-method tables for both sources, the sweep, recovery and timings."""
+    gt = result.ground_truth.metrics
+    thr = result.config.recovery_threshold
+    return {"model": result.model, "activations": result.activations.metrics, "ground_truth": gt,
+            "sweep": result.sweep,
+            # where each method recovers the planted features (mean max cosine >= threshold) and where it fails
+            "ground_truth_recovered": {n: bool(m["mean_max_cosine"] >= thr) for n, m in gt.items()},
+            "fit_seconds": {"activations": result.activations.seconds,
+                            "ground_truth": result.ground_truth.seconds}}
+
+
+def _bar_table(act: dict, gt: dict):
+    from jaxinterp.plotting import subplots
 
     cols = [("activations", act, ["explained_variance", "l0", "dead_fraction"]),
             ("ground truth", gt, ["explained_variance", "l0", "mean_max_cosine", "mcc"])]
-    fig, axes = plt.subplots(2, 4, figsize=(16, 6.5))
+    fig, axes = subplots(2, 4, figsize=(16, 6.5))
     for row, (label, table, keys) in enumerate(cols):
         names = list(table)
         for j in range(4):
@@ -144,139 +281,101 @@ def _plot_table(act: dict, gt: dict, ctx: StudyContext) -> str:
             if j >= len(keys):
                 ax.axis("off")
                 continue
-            vals = [table[n][keys[j]] for n in names]
-            ax.barh(range(len(names)), vals, color="tab:orange" if row else "tab:blue")
+            ax.barh(range(len(names)), [table[n][keys[j]] for n in names], color="tab:orange" if row else "tab:blue")
             ax.set_yticks(range(len(names)), names, fontsize=7)
             ax.invert_yaxis()
             ax.set_title(f"{label}: {keys[j]}", fontsize=9)
             if keys[j] == "l0":
                 ax.set_xscale("log")
-    path = save_figure(fig, ctx.figure_path(NAME, "table"), dpi=100)
-    return path.name
+    return fig
 
 
-def _plot_sweep(sweep: dict, ctx: StudyContext) -> str:
-    import matplotlib
+def _sweep_figure(sweep: dict):
+    from jaxinterp.plotting import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    l0s = [r["l0"] for r in sweep["runs"]]
-    axes[0].plot(l0s, [r["explained_variance"] for r in sweep["runs"]], "o-")
-    axes[0].set_xscale("log")
-    axes[0].set_xlabel("L0 (active latents per sample)")
+    fig, axes = subplots(1, 2, figsize=(10, 3.8))
+    runs = sweep["runs"]
+    l0s = [r["l0"] for r in runs]
+    axes[0].plot(l0s, [r["explained_variance"] for r in runs], "o-")
     axes[0].set_ylabel("explained variance")
-    axes[1].plot(l0s, [r["mean_max_cosine"] for r in sweep["runs"]], "o-", label="mean max cosine")
-    axes[1].plot(l0s, [r["mcc"] for r in sweep["runs"]], "s-", label="MCC")
-    axes[1].axvline(sweep["true_l0"], color="gray", ls=":", label="true L0")
-    axes[1].set_xscale("log")
-    axes[1].set_xlabel("L0")
-    axes[1].legend(fontsize=8)
-    for ax, c in zip(axes, ("reconstruction", "recovery")):
-        ax.set_title(f"ReLU+L1 SAE sweep over L1 coefficient: {c}", fontsize=9)
-    for r in sweep["runs"]:
+    for r in runs:
         axes[0].annotate(f"{r['coef']:g}", (r["l0"], r["explained_variance"]), fontsize=7)
-    path = save_figure(fig, ctx.figure_path(NAME, "sweep"), dpi=100)
-    return path.name
+    axes[1].plot(l0s, [r["mean_max_cosine"] for r in runs], "o-", label="mean max cosine")
+    axes[1].plot(l0s, [r["mcc"] for r in runs], "s-", label="MCC")
+    axes[1].axvline(sweep["true_l0"], color="gray", ls=":", label="true L0")
+    axes[1].legend(fontsize=8)
+    for ax, what in zip(axes, ("reconstruction", "recovery")):
+        ax.set_xscale("log")
+        ax.set_xlabel("L0 (active latents per sample)")
+        ax.set_title(f"ReLU+L1 SAE sweep over the L1 coefficient: {what}", fontsize=9)
+    return fig
 
 
-def _plot_density(act_metrics: dict, ctx: StudyContext) -> str:
-    import matplotlib
+def _density_figure(act_metrics: dict):
+    from jaxinterp.plotting import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [n for n in act_metrics if n.startswith("sae") or n in ("dictionary", "nmf")]
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = subplots(figsize=(7, 3.8))
     edges = np.linspace(-6, 0, 31)
     centers = 0.5 * (edges[1:] + edges[:-1])
-    for n in names:
-        ax.plot(centers, act_metrics[n]["density_counts"], label=n)
+    for n, m in act_metrics.items():
+        if n.startswith("sae") or n in ("dictionary", "nmf"):
+            ax.plot(centers, m["density_counts"], label=n)
     ax.set_xlabel("log10 feature density (test activations)")
     ax.set_ylabel("latents")
     ax.legend(fontsize=7)
     ax.set_title("feature-density histograms")
-    path = save_figure(fig, ctx.figure_path(NAME, "density"), dpi=100)
-    return path.name
+    return fig
 
 
-def run(ctx: StudyContext) -> StudyResult:
-    """Fit every method on model activations and on planted features; one table, three figures."""
-    quick = ctx.quick
-    steps = int(ctx.options.get("sae_steps") or (200 if quick else 2000))
-    seed = ctx.seed
+def figures(result: Result) -> dict:
+    """The per-method table (both sources), the sweep frontier and the feature-density histograms."""
+    return {"table": _bar_table(result.activations.metrics, result.ground_truth.metrics),
+            "sweep": _sweep_figure(result.sweep), "density": _density_figure(result.activations.metrics)}
 
-    # ---- activations of a trained model
-    only = ctx.options.get("methods")
-    only = None if not only else set(only.split(","))
-    pick = (lambda src: QUICK_METHODS[src]) if (quick and only is None) else (lambda src: only)
-    x_tr, x_te, info = model_activations(quick, seed)
-    units = x_tr.shape[1]
-    info["rank"] = numerical_rank(x_tr)
-    act_methods = _select(learners(units, rank=info["rank"], topk=max(1, units // 16), steps=steps, nonnegative=True,
-                                   seed=seed, overcomplete=2), pick("activations"))
-    act_metrics, act_seconds, _ = _fit_all(act_methods, x_tr, x_te, progress=ctx.progress, desc="activations")
 
-    # ---- planted ground truth
-    n_feat, dim, prob, n_train, n_test = GROUND_TRUTH["quick" if quick else "full"]
-    x, z, w = _ground_truth(seed, n_feat, dim, prob, n_train + n_test)
-    gt_methods = _select(learners(n_feat, rank=dim, topk=max(1, round(2 * prob * n_feat)), steps=steps,
-                                  nonnegative=False, seed=seed, overcomplete=1), pick("ground_truth"))
-    gt_metrics, gt_seconds, _ = _fit_all(gt_methods, x[:n_train], x[n_train:], progress=ctx.progress,
-                                         desc="ground truth", true_codes=z[n_train:], true_dirs=w)
+def claims(result: Result) -> list[claims_lib.Claim]:
+    """What the study checks: recovery of planted features, sparse beyond dense bases, the L1 trade-off.
 
-    # ---- vmapped ReLU+L1 sweep on the ground truth
-    start = time.perf_counter()
-    coefs = (0.1, 1.0) if quick else SWEEP_COEFS
-    dirs, _ = D.fit_sae_sweep(jax.random.key(seed), x[:n_train], n_feat, "relu_l1", coefs=coefs,
-                              n_steps=steps, batch_size=256)
-    sweep_runs = []
-    for coef, d in zip(coefs, D.unstack(dirs)):
-        m = D.evaluate(d, x[n_train:], true_codes=z[n_train:], true_directions=w)
-        sweep_runs.append({"coef": coef, **m})
-    sweep = {"runs": sweep_runs, "seconds": time.perf_counter() - start,
-             "true_l0": float(np.mean((z[n_train:] != 0).sum(1)))}
+    Recovery in superposition is the toy-data test of Sharkey, Braun & Millidge (2022, "Taking
+    features out of superposition with sparse autoencoders"): a sparse dictionary with at least
+    as many atoms as planted features finds them (mean max cosine near 1), while a dense basis of
+    ``dim < n_features`` directions cannot.
+    """
+    gt, cos = result.ground_truth.metrics, result.ground_truth.feature_cosines
+    thr = result.config.recovery_threshold
+    out = []
+    for name in [n for n in gt if n not in DENSE]:
+        out.append(claims_lib.within(f"{name} recovers the planted features (mean max |cosine| >= {thr:g})", 1.0,
+                                     gt[name]["mean_max_cosine"], tolerance=1.0 - thr, figure="table"))
+    dense = [n for n in DENSE if n in cos]
+    sparse = [n for n in cos if n not in DENSE]
+    if dense and sparse:
+        best = max(sparse, key=lambda n: gt[n]["mean_max_cosine"])
+        out.append(claims_lib.paired_ordering(
+            f"{best} matches each planted feature better than {dense[0]} (paired over features)",
+            cos[best], cos[dense[0]], paper_value="sparse > dense", figure="table"))
+    if len(result.config.sweep_coefs) > 1:
+        lo, hi = np.argmin(result.config.sweep_coefs), np.argmax(result.config.sweep_coefs)
+        out.append(claims_lib.paired_ordering(
+            "a larger L1 coefficient gives sparser SAE codes (active latents per test row)",
+            result.sweep_sample_l0[lo], result.sweep_sample_l0[hi], paper_value="L0 falls as L1 rises",
+            figure="sweep"))
+    return out
 
-    figures = [_plot_table(act_metrics, gt_metrics, ctx), _plot_sweep(sweep, ctx), _plot_density(act_metrics, ctx)]
-    best_gt = max(gt_metrics, key=lambda n: gt_metrics[n]["mean_max_cosine"])
-    summary = {
-        "model": f"{info['arch']}/{info['dataset']} {info['layer']} (test acc {info['test_accuracy']:.3f})",
-        "best ground-truth recovery": f"{best_gt} (mean max cosine {gt_metrics[best_gt]['mean_max_cosine']:.3f})",
-    }
-    for src, table, key in (("ground truth", gt_metrics, "mean_max_cosine"),
-                            ("activations", act_metrics, "explained_variance")):
+
+def summary(result: Result) -> dict:
+    """Headline numbers: the model, the best ground-truth recovery, and a few methods' scores."""
+    info, gt, act = result.model, result.ground_truth.metrics, result.activations.metrics
+    out = {"model": f"{info['arch']}/{info['dataset']} {info['layer']} (test acc {info['test_accuracy']:.3f})"}
+    if gt:
+        best = max(gt, key=lambda n: gt[n]["mean_max_cosine"])
+        out["best ground-truth recovery"] = f"{best} (mean max cosine {gt[best]['mean_max_cosine']:.3f})"
+    for src, table, key in (("ground truth", gt, "mean_max_cosine"), ("activations", act, "explained_variance")):
         for name in ("sae_topk", "dictionary", "cosine_kmeans"):
             if name in table:
-                summary[f"{name} {src} {key}"] = table[name][key]
-    return StudyResult(
-        params={"model": info, "sae_steps": steps, "units": units,
-                "ground_truth": {"n_features": n_feat, "dim": dim, "feature_probability": prob,
-                                 "n_train": n_train, "n_test": n_test},
-                "sweep_coefs": list(coefs), "methods": {"activations": list(act_methods),
-                                                         "ground_truth": list(gt_methods)}},
-        metrics={"activations": act_metrics, "ground_truth": gt_metrics, "sweep": sweep,
-                 # where each method recovers the planted features (mean max cosine >= 0.9) and where it fails
-                 "ground_truth_recovered": {n: bool(m["mean_max_cosine"] >= RECOVERY_THRESHOLD)
-                                            for n, m in gt_metrics.items()},
-                 "fit_seconds": {"activations": act_seconds, "ground_truth": gt_seconds}},
-        figures=figures,
-        summary=summary,
-    )
-
-
-def _ground_truth(seed: int, n_feat: int, dim: int, prob: float, n: int):
-    from jaxinterp.datasets import make_superposition_data
-
-    return make_superposition_data(seed, n, n_feat, dim, prob)
-
-
-def add_arguments(parser) -> None:
-    """Study flags: ``--sae-steps``, ``--methods``."""
-    parser.add_argument("--sae-steps", type=int, default=None, help="SAE training steps (default 2000, quick 200)")
-    parser.add_argument("--methods", type=str, default=None,
-                        help="comma-separated methods to run (default: all; a small subset with --quick)")
+                out[f"{name} {src} {key}"] = table[name][key]
+    return out
 
 
 STUDY = Study(NAME, "sparse directions (K-means, PCA, ICA, NMF, dictionary, SAEs) on activations and planted features",
-              run, add_arguments)
+              config=Config, compute=compute, metrics=metrics, figures=figures, claims=claims, summary=summary)
