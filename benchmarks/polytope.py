@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import row, time_fn, write_results  # noqa: E402
 from jaxinterp import datasets, models  # noqa: E402
-from jaxinterp.boundary import boundary_distances  # noqa: E402
+from jaxinterp.polytope.boundary import boundary_distances  # noqa: E402
 from jaxinterp.polytope import (exact_walk, polytope_codes, relu_preactivations,  # noqa: E402
                                 sampled_boundary_counts)
 

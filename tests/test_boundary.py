@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from _relu_nets import numpy_signs, random_relu_net
-from jaxinterp.boundary import boundary_density, boundary_distances, sketch_relative_std
+from jaxinterp.polytope.boundary import boundary_density, boundary_distances, sketch_relative_std
 
 
 def _net(seed=0, sizes=(12, 10, 8, 3)):
@@ -53,7 +53,9 @@ def test_jitted_and_dead_units():
     np.testing.assert_allclose(np.asarray(out), np.asarray(boundary_distances(f, x).distances), rtol=1e-6)
     # a second-layer unit whose inputs are all dead has zero gradient: infinite distance
     dead = boundary_distances(lambda v: jax.nn.relu(jax.nn.relu(-jnp.abs(v) - 1.0) @ jnp.ones((12, 2)) + 0.5), x)
-    assert np.isinf(np.asarray(dead.distances)[:, 12:]).all()
+    assert dead.layout.names == ("abs", "relu_0", "relu_1")  # abs is a kink too: |v_i| is its distance
+    np.testing.assert_allclose(np.asarray(dead.distances)[:, :12], np.abs(x), rtol=1e-6)
+    assert np.isinf(np.asarray(dead.distances)[:, 24:]).all()
 
 
 def test_sketch_is_unbiased_and_error_shrinks_like_inverse_sqrt_k():

@@ -172,15 +172,28 @@ def test_maxpool_units_make_cnn_walk_exact():
     rng = np.random.default_rng(0)
     x0, x1 = rng.normal(size=(2, 3, 8, 1))
     pools = {"Conv_0/relu": 2, "Conv_1/relu": 2}
-    with_pool = exact_walk(fn, x0, x1, maxpool=pools, max_crossings=256)
-    without = exact_walk(fn, x0, x1, max_crossings=256)
+    with_pool = exact_walk(fn, x0, x1, maxpool=pools, max_crossings=256, check="raise")
+    with pytest.warns(RuntimeWarning, match="reduce_window_max"):  # argmax switches: kinks the walk did not know
+        without = exact_walk(fn, x0, x1, max_crossings=256)
     assert with_pool.affine_error.max() < 1e-9
-    assert without.affine_error.max() > 1e-6  # argmax switches are kinks the walk did not know
+    assert without.affine_error.max() > 1e-6 and without.flagged.all() and not with_pool.flagged.any()
     pre = relu_preactivations(fn, maxpool=pools)
+    n = 50_000
     with jax.enable_x64(True):
-        fine = sampled_boundary_counts(pre, jnp.asarray(x0), jnp.asarray(x1), n_steps=50_000, batch_size=1)
+        fine = sampled_boundary_counts(pre, jnp.asarray(x0), jnp.asarray(x1), n_steps=n, batch_size=1)
         total = np.asarray(fine.total)
+        ts = jnp.linspace(0.0, 1.0, n + 1)[:, None, None]
+        acts = [pre(jnp.asarray(x0[p]) + ts * jnp.asarray(x1[p] - x0[p])) for p in range(3)]
     np.testing.assert_array_equal(with_pool.n_boundaries, total)
+    # separate counts: sign flips, ordering changes and argmax changes, each against dense sampling
+    kink = [np.concatenate([np.asarray(a[k]).reshape(n + 1, -1) > 0 for k in ("Conv_0/relu", "Conv_1/relu",
+                                                                             "Dense_0/relu")], 1) for a in acts]
+    np.testing.assert_array_equal(with_pool.sign_flips, [(k[1:] != k[:-1]).sum() for k in kink])
+    np.testing.assert_array_equal(with_pool.sign_flips + with_pool.ordering_changes, with_pool.n_boundaries)
+    windows = [np.concatenate([np.asarray(a[k])[:, : 2 * (a[k].shape[1] // 2)].reshape(n + 1, -1, 2, a[k].shape[2])
+                               .argmax(2).reshape(n + 1, -1) for k in ("Conv_0/relu", "Conv_1/relu")], 1) for a in acts]
+    np.testing.assert_array_equal(with_pool.n_argmax_changes, [(w[1:] != w[:-1]).sum() for w in windows])
+    assert np.all(with_pool.n_linear_regions <= with_pool.n_regions)
 
 
 def test_class_change_positions():
@@ -210,5 +223,110 @@ def test_bad_inputs():
         sampled_boundary_counts(lambda v: v * 2.0, a, b)
     with pytest.raises(ValueError, match="tol"):
         exact_walk(f, a, b, tol=0.5)
+    with pytest.raises(ValueError, match="`check`"):
+        exact_walk(f, a, b, check="loud")
+    with pytest.raises(ValueError, match="affine_tol"):
+        exact_walk(f, a, b, affine_tol=0.0)
     with pytest.raises(ValueError, match="n_steps"):
         sampled_boundary_counts(f, a, b, n_steps=0)
+
+
+def _kinky_net(seed, cast=None):
+    """A float32 MLP with leaky_relu, abs and clip layers, and its float64 numpy weights."""
+    rng = np.random.default_rng(seed)
+    sizes = (3, 6, 5, 4, 2)
+    ws = [rng.normal(size=(a, b)) / np.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:])]
+    bs = [0.5 * rng.normal(size=b) for b in sizes[1:]]
+    ws32 = [jnp.asarray(w, jnp.float32) for w in ws]
+    bs32 = [jnp.asarray(b, jnp.float32) for b in bs]
+    acts = (jax.nn.leaky_relu, jnp.abs, lambda z: jnp.clip(z, -1.0, 1.0))
+
+    def f(x):
+        h = x if cast is None else x.astype(cast)
+        for w, b, act in zip(ws32, bs32, acts):
+            h = act(h @ w + b)
+        return h @ ws32[-1] + bs32[-1]
+
+    return f, [np.asarray(w, np.float64) for w in ws32], [np.asarray(b, np.float64) for b in bs32]
+
+
+def _kinky_signs(ws, bs, x):
+    """Sides of every kink (leaky_relu at 0, abs at 0, clip at -1 and +1) by a float64 numpy forward pass."""
+    z1 = x @ ws[0] + bs[0]
+    z2 = np.where(z1 >= 0, z1, 0.01 * z1) @ ws[1] + bs[1]
+    z3 = np.abs(z2) @ ws[2] + bs[2]
+    return np.concatenate([z1 > 0, z2 > 0, z3 > -1, z3 > 1], axis=-1)
+
+
+def test_exact_walk_on_leaky_relu_abs_clip_equals_dense_float64_sampling():
+    f, ws, bs = _kinky_net(0)
+    rng = np.random.default_rng(11)
+    x0, x1 = rng.normal(size=(2, 6, 3)) * 2
+    walk = exact_walk(f, x0, x1, max_crossings=256, check="raise")
+    assert walk.layout.names == ("leaky_relu", "abs", "clip_0", "clip_1")
+    ts = np.linspace(0, 1, 100_001)
+    want = [int((lambda s: (s[1:] != s[:-1]).sum())(_kinky_signs(ws, bs, a[None] + ts[:, None] * (b - a)[None])))
+            for a, b in zip(x0, x1)]
+    np.testing.assert_array_equal(walk.n_boundaries, want)
+    assert walk.affine_error.max() < 1e-9 and not walk.flagged.any()
+
+
+def test_exact_walk_flags_a_float32_cast():
+    f, ws, bs = _kinky_net(0, cast=jnp.float32)
+    rng = np.random.default_rng(11)
+    x0, x1 = rng.normal(size=(2, 6, 3)) * 2
+    with pytest.raises(ValueError, match="float32"):
+        exact_walk(f, x0, x1, max_crossings=256, check="raise")
+    with pytest.warns(RuntimeWarning, match="convert_element_type"):
+        walk = exact_walk(f, x0, x1, max_crossings=256)
+    assert walk.flagged.any()
+    exact = exact_walk(f, x0, x1, max_crossings=256, promote=True, check="raise")  # the cast promoted too
+    np.testing.assert_array_equal(exact.n_boundaries, exact_walk(_kinky_net(0)[0], x0, x1, max_crossings=256).n_boundaries)
+
+
+def test_exact_walk_flags_a_smooth_network():
+    w = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    f = lambda x: jax.nn.relu(jnp.tanh(x @ w) @ w.T)  # noqa: E731
+    x0, x1 = np.random.default_rng(1).normal(size=(2, 2, 3)) * 3
+    with pytest.raises(ValueError, match="smooth nonlinearities"):
+        exact_walk(f, x0, x1, check="raise")
+
+
+def test_exact_walk_on_lax_conv_with_float32_weights_equals_dense_sampling():
+    rng = np.random.default_rng(4)
+    k1 = rng.normal(size=(3, 1, 4)).astype(np.float32)
+    k2 = (rng.normal(size=(3, 4, 2)) / 2).astype(np.float32)
+    b1 = (0.3 * rng.normal(size=4)).astype(np.float32)
+
+    def f(x):  # [batch, 10, 1] -> lax-level convolutions with float32 parameters
+        conv = lambda h, k: jax.lax.conv_general_dilated(h, jnp.asarray(k), (1,), "VALID",  # noqa: E731
+                                                         dimension_numbers=("NWC", "WIO", "NWC"))
+        return conv(jax.nn.relu(conv(x, k1) + b1), k2).sum((1, 2))
+
+    def signs(x):  # float64 numpy reference: [n, 8 * 4]
+        win = np.stack([x[:, i : i + 3, :] for i in range(8)], 1)  # [n, 8, 3, 1]
+        return (np.einsum("npkc,kco->npo", win, k1.astype(np.float64)) + b1 > 0).reshape(len(x), -1)
+
+    x0, x1 = rng.normal(size=(2, 4, 10, 1))
+    walk = exact_walk(f, x0, x1, check="raise")
+    ts = np.linspace(0, 1, 100_001)
+    want = [int((lambda s: (s[1:] != s[:-1]).sum())(signs(a[None] + ts[:, None, None] * (b - a)[None])))
+            for a, b in zip(x0, x1)]
+    np.testing.assert_array_equal(walk.n_boundaries, want)
+
+
+def test_exact_walk_compiles_once_per_network_and_shape():
+    f, _, _ = _net(2)
+    traces = []
+
+    def counted(x):
+        traces.append(1)
+        return f(x)
+
+    rng = np.random.default_rng(9)
+    x0, x1 = rng.normal(size=(2, 3, 3))
+    exact_walk(counted, x0, x1, max_crossings=64)
+    first = len(traces)
+    again = exact_walk(counted, x0 + 0.5, x1 - 0.5, max_crossings=64)
+    assert len(traces) == first  # the second walk reuses the compiled program
+    np.testing.assert_array_equal(again.n_boundaries, exact_walk(f, x0 + 0.5, x1 - 0.5, max_crossings=64).n_boundaries)

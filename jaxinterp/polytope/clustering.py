@@ -12,9 +12,6 @@ representations go through the same algorithms:
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import AgglomerativeClustering, KMeans
-from sklearn.metrics import normalized_mutual_info_score
-from sklearn.metrics.pairwise import euclidean_distances
 
 from jaxinterp._validation import check_finite, check_positive_int, check_rank, check_same_leading
 from jaxinterp.polytope.codes import pairwise_hamming, unpack_bits
@@ -25,8 +22,16 @@ _LINKAGES = ("average", "complete", "single")
 def _agglomerative(dist: np.ndarray, n_clusters: int, linkage: str) -> np.ndarray:
     if linkage not in _LINKAGES:
         raise ValueError(f"`linkage` must be one of {_LINKAGES}; got {linkage!r}.")
+    from sklearn.cluster import AgglomerativeClustering  # imported on use: scikit-learn is slow to import
+
     model = AgglomerativeClustering(n_clusters=n_clusters, metric="precomputed", linkage=linkage)
     return model.fit_predict(dist.astype(np.float64))
+
+
+def _kmeans_labels(points: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit_predict(points)
 
 
 def cluster_codes(words, n_clusters: int, *, method: str = "kmeans", seed: int = 0,
@@ -41,7 +46,7 @@ def cluster_codes(words, n_clusters: int, *, method: str = "kmeans", seed: int =
     n_clusters = check_positive_int(n_clusters, "n_clusters", maximum=len(w), maximum_name="number of inputs")
     if method == "kmeans":
         signs = np.asarray(unpack_bits(w, w.shape[1] * 32), np.float64) * 2 - 1
-        return KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit_predict(signs)
+        return _kmeans_labels(signs, n_clusters, seed)
     if method == "agglomerative":
         return _agglomerative(pairwise_hamming(w), n_clusters, linkage)
     raise ValueError(f"`method` must be 'kmeans' or 'agglomerative'; got {method!r}.")
@@ -55,8 +60,10 @@ def cluster_activations(acts, n_clusters: int, *, method: str = "kmeans", seed: 
     check_finite(a, "acts")
     n_clusters = check_positive_int(n_clusters, "n_clusters", maximum=len(a), maximum_name="number of inputs")
     if method == "kmeans":
-        return KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit_predict(a)
+        return _kmeans_labels(a, n_clusters, seed)
     if method == "agglomerative":
+        from sklearn.metrics.pairwise import euclidean_distances
+
         return _agglomerative(euclidean_distances(a), n_clusters, linkage)
     raise ValueError(f"`method` must be 'kmeans' or 'agglomerative'; got {method!r}.")
 
@@ -91,6 +98,8 @@ def compare_clusterings(words, acts, labels, n_clusters: int, *, linkage: str = 
       ``purity_codes`` / ``purity_activations`` (K-means on each), ``purity_codes_agglomerative`` /
       ``purity_activations_agglomerative``, and the matching ``nmi_*`` entries.
     """
+    from sklearn.metrics import normalized_mutual_info_score
+
     check_same_leading("words", words, "labels", labels)
     check_same_leading("acts", acts, "labels", labels)
     runs = {

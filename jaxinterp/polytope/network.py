@@ -1,8 +1,11 @@
-"""The units whose signs define polytopes: ReLU pre-activations of any network (and max-pool).
+"""The units whose signs define polytopes: ReLU pre-activations of any network (and other kinks).
 
 A network enters this package as a :class:`Preactivations`: a function mapping a batch of inputs
 ``[batch, ...]`` to ``{name: pre-activation [batch, ...]}``. :func:`relu_preactivations` builds
-one from any JAX function through :func:`jaxinterp.capture.capture` (every ReLU, in call order);
+one from any JAX function through :func:`jaxinterp.capture.capture` with the piecewise-linear
+rules (:data:`jaxinterp.capture.PIECEWISE_LINEAR`): every ReLU, and every other kink (``leaky_relu``,
+``abs``, ``clip`` / ``hard_tanh``, ``relu6``, ``max`` / ``min`` of two values, ``jnp.where``
+on a comparison) as a unit whose sign says which side of the kink the input is on, in call order;
 a hand-written :class:`Preactivations` works too. A :class:`CodeLayout` maps each flattened unit
 (bit of a polytope code) back to its layer and its index in that layer.
 
@@ -28,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.capture import capture
+from jaxinterp.capture import PIECEWISE_LINEAR, capture
 
 MAXPOOL_SUFFIX = "/maxpool"
 
@@ -114,6 +117,20 @@ class Preactivations:
             raise ValueError("the network has no ReLU (no pre-activations); polytopes are undefined.")
         return acts
 
+    @functools.cached_property
+    def in_call_order(self) -> tuple[Callable[[jax.Array], list[jax.Array]], list[str]]:
+        """``(fn, names)``: ``fn(x)`` returns the values as a list (a dict's keys would come back
+        sorted from ``jax.eval_shape``); ``names`` holds their names once ``fn`` has been traced.
+        One function per instance, so JAX's trace cache recognises it."""
+        names: list[str] = []
+
+        def values(x):
+            acts = self(x)
+            names[:] = list(acts)
+            return list(acts.values())
+
+        return values, names
+
 
 def _pairwise_window_differences(z: jax.Array, window: Sequence[int]) -> jax.Array:
     """``z [batch, *spatial, C]`` -> ``[batch, *pooled, C, n_pairs]`` of ``z_a - z_b`` per window."""
@@ -145,15 +162,19 @@ def relu_preactivations(
     *,
     names: Sequence[str] | str | None = None,
     maxpool: Mapping[str, int | Sequence[int]] | None = None,
+    promote: Any = None,
 ) -> Preactivations:
-    """The ReLU pre-activations of any JAX function, captured by :func:`jaxinterp.capture.capture`.
+    """The kink units (ReLU pre-activations, ...) of any JAX function, captured by :func:`jaxinterp.capture.capture`.
 
     Args:
-      fn: a function of one batched input ``x [batch, ...]`` applying ReLUs (e.g.
-        ``lambda x: model.apply(params, x)``, an NNX or Equinox module, a plain function).
-      names: glob patterns selecting layers (default: every ReLU).
+      fn: a function of one batched input ``x [batch, ...]`` applying ReLUs or other
+        piecewise-linear kinks (e.g. ``lambda x: model.apply(params, x)``, an NNX or Equinox
+        module, a plain function).
+      names: glob patterns selecting layers (default: every kink).
       maxpool: ``{relu name: window}`` for ReLU outputs that are max-pooled with non-overlapping
         windows (an int applies to every spatial axis); adds the window comparisons as units.
+      promote: a floating dtype in which to evaluate ``fn`` (its parameters and the dtype
+        arguments of lax-level ops included), see ``capture(promote=...)``; None: as traced.
 
     Returns:
       A :class:`Preactivations`.
@@ -162,7 +183,7 @@ def relu_preactivations(
         raise TypeError("`fn` is already a Preactivations; pass it directly.")
     if not callable(fn):
         raise TypeError(f"`fn` must be callable; got {type(fn).__name__}.")
-    captured = capture(fn, names=names)
+    captured = capture(fn, names=names, rules=PIECEWISE_LINEAR, promote=promote)
     pools = dict(maxpool or {})
 
     def pre(x):
@@ -183,20 +204,22 @@ def relu_preactivations(
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_relu_preactivations(fn, names, maxpool) -> Preactivations:
-    return relu_preactivations(fn, names=names, maxpool=dict(maxpool) if maxpool is not None else None)
+def _cached_relu_preactivations(fn, names, maxpool, promote) -> Preactivations:
+    return relu_preactivations(fn, names=names, maxpool=dict(maxpool) if maxpool is not None else None,
+                               promote=promote)
 
 
-def as_preactivations(fn: Callable | Preactivations, *, names=None, maxpool=None) -> Preactivations:
+def as_preactivations(fn: Callable | Preactivations, *, names=None, maxpool=None, promote=None) -> Preactivations:
     """``fn`` itself when it is a :class:`Preactivations`, else :func:`relu_preactivations` of it.
 
-    The result is memoised on ``(fn, names, maxpool)`` (when hashable), so repeated calls with the
-    same function reuse compiled code instead of re-tracing.
+    The result is memoised on ``(fn, names, maxpool, promote)`` (when hashable), so repeated calls
+    with the same function reuse compiled code instead of re-tracing.
     """
     if isinstance(fn, Preactivations):
         if names is not None or maxpool is not None:
             raise ValueError("`names` / `maxpool` apply to a network function, not to a Preactivations.")
         return fn
+    promote = None if promote is None else jnp.dtype(promote)
     key_names = (names,) if isinstance(names, str) else (tuple(names) if names is not None else None)
     key_pool = None
     if maxpool is not None:
@@ -204,16 +227,17 @@ def as_preactivations(fn: Callable | Preactivations, *, names=None, maxpool=None
     try:
         hash((fn, key_names, key_pool))
     except TypeError:
-        return relu_preactivations(fn, names=names, maxpool=maxpool)
+        return relu_preactivations(fn, names=names, maxpool=maxpool, promote=promote)
     if not callable(fn):
         raise TypeError(f"`fn` must be callable; got {type(fn).__name__}.")
-    return _cached_relu_preactivations(fn, key_names, key_pool)
+    return _cached_relu_preactivations(fn, key_names, key_pool, promote)
 
 
 def layout_of(pre: Preactivations, x: Any) -> CodeLayout:
     """The :class:`CodeLayout` of ``pre`` for inputs like ``x [batch, ...]`` (shapes only, no FLOPs)."""
-    shapes = jax.eval_shape(pre, jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)))
-    return CodeLayout(tuple(shapes), tuple(tuple(s.shape[1:]) for s in shapes.values()))
+    values, names = pre.in_call_order
+    shapes = jax.eval_shape(values, jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)))
+    return CodeLayout(tuple(names), tuple(tuple(s.shape[1:]) for s in shapes))
 
 
 def flatten_units(acts: Mapping[str, jax.Array]) -> jax.Array:
