@@ -326,3 +326,27 @@ def test_capture_module_is_callable(linen_mlp):
     model, params, x = linen_mlp
     _, acts = jaxinterp.capture(model.apply)(params, x)
     assert list(acts) == ["Dense_0/relu", "Dense_1/relu"]
+
+
+def test_package_import_is_lazy():
+    """`import jaxinterp` imports neither JAX nor scikit-learn, matplotlib or tqdm, and takes < 1 s."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import sys, time, json; t = time.perf_counter(); import jaxinterp; dt = time.perf_counter() - t; "
+            "print(json.dumps([dt, [m for m in ('jax', 'sklearn', 'matplotlib', 'tqdm') if m in sys.modules]]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    seconds, loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded == []
+    assert seconds < 1.0
+
+
+def test_every_public_name_resolves():
+    import jaxinterp
+
+    for name in jaxinterp.__all__:
+        assert getattr(jaxinterp, name) is not None, name
+    assert set(dir(jaxinterp)) >= set(jaxinterp.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'fit_nothing'"):
+        jaxinterp.fit_nothing  # noqa: B018

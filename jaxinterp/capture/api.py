@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxinterp.capture.interpreter import Interpreter, Options
 from jaxinterp.capture.naming import module_scopes, name_records, select
-from jaxinterp.capture.rules import DEFAULT_RULES, Rule, resolve_rules
+from jaxinterp.capture.rules import DEFAULT_RULES, PIECEWISE_LINEAR, Rule, resolve_rules
 
 POST_SUFFIX = ":post"
 
@@ -22,8 +22,13 @@ def _is_array_leaf(x: Any) -> bool:
 
 
 def _nothing_to_capture(fn: Callable, rules: tuple[Rule, ...], want_modules: bool) -> ValueError:
-    what = ("applies no ReLU (jax.nn.relu, flax relu or jnp.maximum(x, 0))" if [r.name for r in rules] == ["relu"]
-            else f"has no equation matched by the rules {[r.name for r in rules]}")
+    names = [r.name for r in rules]
+    if names == ["relu"]:
+        what = "applies no ReLU (jax.nn.relu, flax relu or jnp.maximum(x, 0))"
+    elif names == list(PIECEWISE_LINEAR):
+        what = "applies no ReLU and no other piecewise-linear kink (leaky_relu, abs, clip, max/min, where)"
+    else:
+        what = f"has no equation matched by the rules {names}"
     return ValueError(f"capture: {getattr(fn, '__name__', type(fn).__name__)} {what}"
                       + (" and has no named modules" if want_modules else "") + "; there is nothing to capture.")
 
