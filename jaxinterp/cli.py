@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from jaxinterp.studies.base import Study, StudyConfig, StudyContext, _is_optional, execute
+from jaxinterp.studies.base import Study, StudyConfig, _is_optional, execute
 from jaxinterp.studies.registry import get_study, study_names
 
 LOCK_NAME = ".jaxinterp.lock"
@@ -145,11 +145,9 @@ def config_from_args(config: type[StudyConfig], args: argparse.Namespace, *, qui
 # --------------------------------------------------------------------------------------------
 
 
-def _common(parser: argparse.ArgumentParser, default_out: str, *, seed: bool) -> None:
+def _common(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--out", type=Path, default=Path(default_out), help="output folder")
-    parser.add_argument("--quick", action="store_true", help="small sizes (about a minute in all)")
-    if seed:
-        parser.add_argument("--seed", type=int, default=None, help="root PRNG seed (default 0)")
+    parser.add_argument("--quick", action="store_true", help="start from each config's quick() version")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -164,15 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name in study_names():
         study = get_study(name)
         p = run_sub.add_parser(name, help=study.description, description=study.description)
-        _common(p, "out", seed=study.is_legacy)
-        if study.is_legacy:
-            if study.add_arguments is not None:
-                study.add_arguments(p)
-        else:
-            add_config_arguments(p, study.config)
+        _common(p, "out")
+        add_config_arguments(p, study.config)
 
     rep = sub.add_parser("reproduce", help="run every study and write DIR/report.html")
-    _common(rep, "report", seed=True)
+    _common(rep, "report")
+    rep.add_argument("--seed", type=int, default=None, help="root PRNG seed of every study (default: each config's)")
     rep.add_argument("--only", nargs="+", default=None, metavar="STUDY",
                      help=f"restrict to these studies ({', '.join(study_names())})")
 
@@ -227,20 +222,12 @@ def locked_out_dir(path: Path) -> Iterator[Path]:
 # --------------------------------------------------------------------------------------------
 
 
-def _execute(study: Study, args: argparse.Namespace, config: StudyConfig | None) -> dict:
-    """Run one study into ``args.out`` (new contract with ``config``; legacy with a context)."""
-    progress = not args.no_progress
-    if study.is_legacy:
-        options = {k: v for k, v in vars(args).items() if k not in _RESERVED | {"seed"}}
-        seed = args.seed if args.seed is not None else 0
-        return execute(study, StudyContext(out_dir=args.out, quick=args.quick, seed=seed, progress=progress,
-                                           options=options))
-    return execute(study, config, args.out, progress=progress)
+def _execute(study: Study, args: argparse.Namespace, config: StudyConfig) -> dict:
+    """Run one study into ``args.out``."""
+    return execute(study, config, args.out, progress=not args.no_progress)
 
 
-def _reproduce_config(study: Study, args: argparse.Namespace) -> StudyConfig | None:
-    if study.is_legacy:
-        return None
+def _reproduce_config(study: Study, args: argparse.Namespace) -> StudyConfig:
     config = study.config.quick() if args.quick else study.config()
     if args.seed is not None:
         try:
@@ -297,7 +284,7 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if args.command == "run":
         study = get_study(args.study)
-        config = None if study.is_legacy else config_from_args(study.config, args, quick=args.quick)
+        config = config_from_args(study.config, args, quick=args.quick)
         with locked_out_dir(args.out):
             payload = _execute(study, args, config)
         print(f"{args.study}: {payload['seconds']:.1f}s -> {args.out / (args.study + '.json')}")

@@ -5,9 +5,8 @@ A study is a ``Study`` value: a typed ``StudyConfig``, a pure ``compute(config, 
 one without writing anything; ``execute`` also writes ``DIR/STUDY.json`` and its figures.
 """
 
-from jaxinterp.studies.base import (Study, StudyConfig, StudyContext, StudyOutput, StudyResult, execute,
-                                    progress_enabled, run, write_output)
+from jaxinterp.studies.base import Study, StudyConfig, StudyOutput, execute, progress_enabled, run, write_output
 from jaxinterp.studies.registry import get_study, study_names
 
-__all__ = ["Study", "StudyConfig", "StudyContext", "StudyOutput", "StudyResult", "execute", "get_study",
-           "progress_enabled", "run", "study_names", "write_output"]
+__all__ = ["Study", "StudyConfig", "StudyOutput", "execute", "get_study", "progress_enabled", "run", "study_names",
+           "write_output"]

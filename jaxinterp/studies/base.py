@@ -43,8 +43,6 @@ import numpy as np
 __all__ = [
     "Study", "StudyConfig", "StudyOutput", "execute", "numpy_rng", "progress_enabled", "run",
     "to_jsonable", "write_json_atomic", "write_output",
-    # legacy contract, removed once every study is ported
-    "StudyContext", "StudyResult",
 ]
 
 _PROGRESS: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxinterp_study_progress", default=False)
@@ -195,40 +193,26 @@ class Study:
       claims: ``claims(result) -> list[claims.Claim]``, the study's scorecard rows; a claim's
         ``figure`` is a suffix of ``figures`` (or the saved file name).
       summary: ``summary(result) -> {label: value}``, a few headline numbers for the report.
-      run, add_arguments: the legacy contract (``run(ctx) -> StudyResult``), kept while studies
-        are ported; a study uses either these or ``config``/``compute``/``metrics``/``figures``.
     """
 
     name: str
     description: str
-    config: type[StudyConfig] | None = None
-    compute: Callable[[Any, Any], Any] | None = None
-    metrics: Callable[[Any], dict] | None = None
-    figures: Callable[[Any], dict] | None = None
+    config: type[StudyConfig]
+    compute: Callable[[Any, Any], Any]
+    metrics: Callable[[Any], dict]
+    figures: Callable[[Any], dict]
     claims: Callable[[Any], list] | None = None
     summary: Callable[[Any], dict] | None = None
-    run: Callable[[StudyContext], StudyResult] | None = None
-    add_arguments: Callable[[Any], None] | None = None
 
     def __post_init__(self) -> None:
-        if self.config is not None and not isinstance(self.config, type):
-            # legacy positional form Study(name, description, run, add_arguments)
-            object.__setattr__(self, "run", self.config)
-            object.__setattr__(self, "add_arguments", self.compute)
-            object.__setattr__(self, "config", None)
-            object.__setattr__(self, "compute", None)
-        if self.is_legacy:
-            return
         if not (isinstance(self.config, type) and issubclass(self.config, StudyConfig)):
             raise TypeError(f"Study {self.name!r}: `config` must be a StudyConfig subclass; got {self.config!r}.")
         for field in ("compute", "metrics", "figures"):
             if not callable(getattr(self, field)):
                 raise TypeError(f"Study {self.name!r}: `{field}` must be callable.")
-
-    @property
-    def is_legacy(self) -> bool:
-        """True for a study still written against ``run(ctx) -> StudyResult``."""
-        return self.run is not None
+        for field in ("claims", "summary"):
+            if getattr(self, field) is not None and not callable(getattr(self, field)):
+                raise TypeError(f"Study {self.name!r}: `{field}` must be callable or None.")
 
 
 class StudyOutput(NamedTuple):
@@ -297,8 +281,6 @@ def run(study: Study, config: StudyConfig | None = None, *, progress: bool = Fal
     Returns:
       A ``StudyOutput``; pass it to ``write_output`` to save it.
     """
-    if study.is_legacy:
-        raise TypeError(f"study {study.name!r} uses the legacy run(ctx) contract; use execute().")
     import jax
 
     from jaxinterp.keys import named_key
@@ -352,21 +334,15 @@ def write_output(output: StudyOutput, out_dir: str | Path) -> dict[str, Any]:
             close_figure(fig)
 
 
-def execute(study: Study, config: StudyConfig | StudyContext | None = None, out_dir: str | Path | None = None,
-            *, progress: bool = False) -> dict[str, Any]:
+def execute(study: Study, config: StudyConfig | None, out_dir: str | Path, *, progress: bool = False) -> dict[str, Any]:
     """Run ``study`` and write ``{out_dir}/{name}.json`` and its figures; return what was written.
 
     Args:
       study: a registered ``Study``.
-      config: an instance of ``study.config`` (None for the defaults); for a legacy study, a
-        ``StudyContext`` (which carries the output folder).
+      config: an instance of ``study.config``; None for the defaults.
       out_dir: the output folder (created if needed).
       progress: show progress bars.
     """
-    if isinstance(config, StudyContext):
-        return _execute_legacy(study, config)
-    if out_dir is None:
-        raise TypeError("`out_dir` is required.")
     return write_output(run(study, config, progress=progress), out_dir)
 
 
@@ -482,59 +458,3 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-# --------------------------------------------------------------------------------------------
-# Legacy contract (run(ctx) -> StudyResult), removed once every study is ported
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class StudyContext:
-    """Legacy: where and how a ``run(ctx)`` study runs.
-
-    Attributes:
-      out_dir: folder for ``STUDY.json`` and the study's PNG figures.
-      quick: run a small version.
-      seed: root seed.
-      progress: show tqdm progress bars on long steps.
-      options: study-specific options parsed from the command line.
-    """
-
-    out_dir: Path
-    quick: bool = False
-    seed: int = 0
-    progress: bool = True
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def figure_path(self, study: str, suffix: str) -> Path:
-        """Path of a figure named ``{study}_{suffix}.png`` in ``out_dir``."""
-        return Path(self.out_dir) / f"{study}_{suffix}.png"
-
-
-@dataclasses.dataclass
-class StudyResult:
-    """Legacy: what a ``run(ctx)`` study returns."""
-
-    params: dict[str, Any]
-    metrics: dict[str, Any]
-    figures: list[str] = dataclasses.field(default_factory=list)
-    summary: dict[str, Any] = dataclasses.field(default_factory=dict)
-    claims: list[Any] = dataclasses.field(default_factory=list)
-
-
-def _execute_legacy(study: Study, ctx: StudyContext) -> dict[str, Any]:
-    """Run a legacy study into a temporary folder, then move its files into ``ctx.out_dir``."""
-
-    def produce(tmp: Path) -> dict[str, Any]:
-        start = time.perf_counter()
-        result = study.run(dataclasses.replace(ctx, out_dir=tmp))
-        seconds = time.perf_counter() - start
-        claims = [c.to_json() if hasattr(c, "to_json") else c for c in result.claims]
-        return to_jsonable({
-            "study": study.name, "params": dict(result.params, quick=ctx.quick, seed=ctx.seed),
-            "seconds": seconds, "metrics": result.metrics, "figures": list(result.figures),
-            "claims": claims, "summary": result.summary,
-        })
-
-    return _write_atomically(Path(ctx.out_dir), study.name, produce)
