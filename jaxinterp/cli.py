@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from jaxinterp.studies.base import Study, StudyConfig, _is_optional, execute
+from jaxinterp.studies.base import Study, StudyConfig, execute, unwrap_optional
 from jaxinterp.studies.registry import get_study, study_names
 
 LOCK_NAME = ".jaxinterp.lock"
@@ -108,7 +108,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config: type[StudyConf
     for f in dataclasses.fields(config):
         if f.name in _RESERVED:
             raise TypeError(f"{config.__name__}: field name {f.name!r} clashes with a command-line option.")
-        optional, tp = _is_optional(hints[f.name])
+        optional, tp = unwrap_optional(hints[f.name])
         d, q = getattr(default, f.name), getattr(quick, f.name)
         shown = f"default {_as_flag_value(d)}" + (f"; quick {_as_flag_value(q)}" if q != d else "")
         help_text = f"{docs.get(f.name, '').rstrip('.')} ({shown})".strip().replace("%", "%%")

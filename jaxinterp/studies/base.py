@@ -101,7 +101,7 @@ class StudyConfig:
             raise ValueError(f"`seed` must be >= 0; got {self.seed}.")
 
 
-def _is_optional(tp: Any) -> tuple[bool, Any]:
+def unwrap_optional(tp: Any) -> tuple[bool, Any]:
     """``(True, X)`` for ``X | None`` / ``Optional[X]``, else ``(False, tp)``."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -112,7 +112,7 @@ def _is_optional(tp: Any) -> tuple[bool, Any]:
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:
     """Check ``value`` against the field type ``tp``; return it normalised (tuples, floats)."""
-    optional, tp = _is_optional(tp)
+    optional, tp = unwrap_optional(tp)
     if value is None:
         if optional:
             return None
