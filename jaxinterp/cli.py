@@ -259,6 +259,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                 print(f"   {study.name} failed; its previous result (if any) is left in place", flush=True)
                 continue
             print(f"   done in {payload['seconds']:.1f}s", flush=True)
+            write_report(args.out)  # an interrupted reproduce still leaves a report of what finished
         path = write_report(args.out)
     print(f"report: {path} ({time.perf_counter() - start:.0f}s in all)")
     if failed:
