@@ -14,6 +14,7 @@ import optax
 
 from jaxinterp._validation import check_finite, check_positive_int, check_same_leading
 from jaxinterp.loop import run_chunks
+from jaxinterp.sharding import enable_compilation_cache
 
 
 class MLP(nn.Module):
@@ -162,7 +163,9 @@ def train_classifier(
     The loop runs in jitted ``lax.scan`` chunks of ``chunk`` steps through
     ``jaxinterp.loop.run_chunks``; step ``t`` draws its minibatch with
     ``jax.random.split(key_data, steps)[t]``. Inputs of any floating dtype (half precision
-    included) are computed in float32.
+    included) are computed in float32. Compiled programs are reused across calls with the same
+    model and settings, and across processes through JAX's persistent compilation cache
+    (``jaxinterp.sharding.enable_compilation_cache``).
 
     Args:
       model: a Flax Linen module mapping ``[batch, ...]`` to logits ``[batch, n_classes]``.
@@ -182,6 +185,7 @@ def train_classifier(
       ``(params, history)``: the trained parameters and the per-step loss ``[steps]``.
     """
     settings = _check_training(x, y, key, steps, batch_size, learning_rate, weight_decay, schedule, chunk)
+    enable_compilation_cache()
     k_init, k_data = jax.random.split(key)
     if params is None:
         params = init_params(model, np.shape(x)[1:], key=k_init)

@@ -17,7 +17,9 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -128,3 +130,60 @@ def replicate(tree: Any, mesh: Mesh | None = None) -> Any:
     """Place a full copy of every leaf of ``tree`` on each device of ``mesh``."""
     mesh = leading_axis_mesh() if mesh is None else mesh
     return jax.device_put(tree, replicated(mesh))
+
+
+# ----------------------------------------------------------------- persistent compilation cache
+
+#: Environment variable: ``0``/``off``/``false`` turns the persistent compilation cache off; any
+#: other non-empty value is the cache folder.
+CACHE_ENV = "JAXINTERP_COMPILATION_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/jaxinterp/xla`` (default ``~/.cache/jaxinterp/xla``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "jaxinterp" / "xla"
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
+    """Turn on JAX's persistent compilation cache, so a second run of a program skips compiling it.
+
+    The trainers (``toy.fit``, ``models.train_classifier``) call this on entry, so the cache is
+    on by default. A folder the user set for JAX (``JAX_COMPILATION_CACHE_DIR`` or
+    ``jax.config.update("jax_compilation_cache_dir", ...)``) is respected; otherwise the folder
+    is ``path``, ``$JAXINTERP_COMPILATION_CACHE``, or ``default_cache_dir()``. Set
+    ``JAXINTERP_COMPILATION_CACHE=0`` to opt out. Programs that compile in under 0.1 s are not
+    stored.
+
+    JAX decides once per process, at its first compilation, whether the cache is used; when
+    that decision was already "no cache" this function makes JAX decide again (through
+    ``jax._src.compilation_cache.reset_cache``; where that hook is missing the cache takes
+    effect in the next process).
+
+    Args:
+      path: the cache folder (default as above).
+
+    Returns:
+      The folder in use, or None when the cache is off.
+    """
+    setting = os.environ.get(CACHE_ENV, "").strip()
+    if setting.lower() in ("0", "off", "false", "no"):
+        return None
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return Path(current)
+    folder = Path(path) if path is not None else Path(setting) if setting else default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:         # read-only home, sandbox: run without the cache
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    if jax.config.jax_persistent_cache_min_compile_time_secs >= 1.0:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    try:
+        from jax._src import compilation_cache
+
+        compilation_cache.reset_cache()
+    except (ImportError, AttributeError):
+        pass
+    return folder

@@ -90,3 +90,42 @@ def test_sharded_equals_unsharded_on_8_cpu_devices():
     out = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "OK" in out.stdout
+
+
+_CACHE_PROBE = """
+import jax, jax.numpy as jnp
+from jaxinterp import sharding
+hits = []
+jax.monitoring.register_event_listener(lambda e, **k: hits.append(e) if e.endswith("cache_hits") else None)
+print(sharding.enable_compilation_cache())
+print(float(jax.jit(lambda x: jnp.sin(x) @ jnp.cos(x).T)(jnp.ones((7, 7))).sum()))
+print(len(hits))
+"""
+
+
+def test_persistent_compilation_cache_is_on_by_default_and_can_be_turned_off(tmp_path):
+    """Two processes: the first fills the cache folder, the second loads its program from it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", sharding.CACHE_ENV)}
+    env.update(PYTHONPATH=root, XDG_CACHE_HOME=str(tmp_path), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+
+    def run(**extra):
+        out = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env={**env, **extra}, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.split()
+
+    folder = tmp_path / "jaxinterp" / "xla"
+    cold = run()
+    assert cold[0] == str(folder) and cold[2] == "0" and any(folder.iterdir())
+    warm = run()
+    assert warm[1] == cold[1] and int(warm[2]) >= 1          # same answer, loaded from the cache
+    off = run(JAXINTERP_COMPILATION_CACHE="0")
+    assert off[0] == "None" and off[2] == "0"
+    own = run(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "mine"))
+    assert own[0] == str(tmp_path / "mine")                   # the user's folder is respected

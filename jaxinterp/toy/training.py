@@ -289,7 +289,9 @@ def fit(init_params: Callable, loss_and_grad: Callable, optimizer: optax.Gradien
 
     The chunks run through ``jaxinterp.loop.run_chunks`` (progress, checkpoints and the callback
     happen between chunks); each chunk is one compiled program, cached by ``jax.jit`` across
-    calls with equal functions, settings and shapes.
+    calls with equal functions, settings and shapes, and across processes by JAX's persistent
+    compilation cache (``jaxinterp.sharding.enable_compilation_cache``; opt out with
+    ``JAXINTERP_COMPILATION_CACHE=0``).
 
     Args:
       init_params: ``init_params(key, hyper) -> params`` of one instance.
@@ -327,6 +329,7 @@ def fit(init_params: Callable, loss_and_grad: Callable, optimizer: optax.Gradien
       resumed, sharded or not.
     """
     n_instances = _check_fit_args(keys, steps, chunk_size, hyper, record, record_every)
+    sharding.enable_compilation_cache()
     use_mesh = mesh if mesh is not None else (sharding.leading_axis_mesh() if shard else None)
     seed_block = _resolve_seed_block(seed_block, init_params, optimizer, keys, hyper)
     groups = 1 if use_mesh is None else use_mesh.size
