@@ -64,7 +64,7 @@ class Curation(NamedTuple):
 
 
 def check_labels(labels, name: str = "labels", *, n_classes: int | None = None) -> None:
-    """Raise unless ``labels`` is a 1-D integer array (in ``[0, n_classes)`` when given).
+    """Raise unless ``labels`` is a 1-D array of non-negative integers (below ``n_classes`` when given).
 
     Float labels are refused even when integral: a float label (``y + 0.5``, NaN) is a bug
     upstream, and comparing it with class indices would silently select nothing.
@@ -74,9 +74,13 @@ def check_labels(labels, name: str = "labels", *, n_classes: int | None = None) 
     if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.bool_)):
         raise TypeError(f"`{name}` must hold integer class ids; got dtype {dtype}. "
                         "Cast with `.astype(int)` if the values are whole numbers.")
-    if n_classes is not None and is_concrete(labels):
-        lab = np.asarray(labels)
-        if lab.size and (lab.min() < 0 or lab.max() >= n_classes):
+    if not is_concrete(labels):
+        return
+    lab = np.asarray(labels)
+    if lab.size and lab.min() < 0:
+        raise ValueError(f"`{name}` must be non-negative class ids; got minimum {lab.min()}.")
+    if n_classes is not None:
+        if lab.size and lab.max() >= n_classes:
             raise ValueError(f"`{name}` must lie in [0, {n_classes}) (the logits' classes); "
                              f"got values in [{lab.min()}, {lab.max()}].")
 
