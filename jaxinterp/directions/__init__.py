@@ -16,15 +16,6 @@ How ``encode`` works is the type of ``dirs.encoder`` (``Linear``, ``ReLU``, ``To
 ``BatchTopK``, ``JumpReLU``, ``NearestCentroid``, ``CosineCentroid``, ``NNLS``, ``Lasso``).
 """
 
-from jaxinterp.directions._compat import (
-    fit_dictionary,
-    fit_ica,
-    fit_kmeans,
-    fit_nmf,
-    fit_pca,
-    fit_sae,
-    fit_sae_sweep,
-)
 from jaxinterp.directions._dictionary import dictionary, sparse_encode
 from jaxinterp.directions._ica import ica
 from jaxinterp.directions._kmeans import kmeans, kmeans_plusplus, minibatch_kmeans
