@@ -248,10 +248,11 @@ def _check_fit_args(keys, steps, chunk_size, hyper, record, record_every) -> int
 
 def _resolve_seed_block(seed_block, init_params, optimizer, keys, hyper) -> int | None:
     if seed_block == "auto":
-        one = jax.eval_shape(lambda k, h: init_state(init_params, optimizer, k, h), keys[0],
-                             jax.tree_util.tree_map(lambda x: x[0], hyper))
-        seed_block = default_seed_block(sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(one)
-                                            if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)))
+        # shapes through the jitted init's own trace cache: a repeated fit traces nothing
+        every = _init_jit.eval_shape(keys, hyper, init_params=init_params, optimizer=optimizer)
+        total = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(every)
+                    if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key))
+        seed_block = default_seed_block(total // keys.shape[0])
     if seed_block is not None:
         check_positive_int(seed_block, "seed_block")
     return seed_block
