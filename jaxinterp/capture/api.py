@@ -92,7 +92,8 @@ def capture(
         records every piecewise-linear kink).
       promote: a floating dtype (e.g. ``jnp.float64``) in which to evaluate ``fn``: it is traced
         with its floating arguments in float32 and every floating value (parameters and the dtype
-        arguments of lax-level ops included) is computed in this dtype. None: as traced.
+        arguments of lax-level ops included) is computed in this dtype (``while_loop`` / ``cond``
+        bodies are bound as traced, so they must not mix the two dtypes). None: as traced.
 
     Returns:
       A function with the same arguments as ``fn`` returning ``(output, activations)``, where
