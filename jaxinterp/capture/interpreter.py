@@ -63,7 +63,8 @@ def jaxpr_of(param: Any):
     return param, []
 
 
-def _sub_jaxprs(eqn) -> list:
+def sub_jaxprs(eqn) -> list:
+    """The programs inside an equation's parameters (bodies of jit, scan, cond, custom rules, ...)."""
     out = []
     for value in eqn.params.values():
         for item in value if isinstance(value, (tuple, list)) else (value,):
@@ -75,7 +76,7 @@ def _sub_jaxprs(eqn) -> list:
 @functools.lru_cache(maxsize=1024)
 def contains(jaxpr, primitives: frozenset[str]) -> bool:
     """Whether ``jaxpr`` (or a program inside it) applies one of ``primitives``."""
-    return any(eqn.primitive.name in primitives or any(contains(j, primitives) for j in _sub_jaxprs(eqn))
+    return any(eqn.primitive.name in primitives or any(contains(j, primitives) for j in sub_jaxprs(eqn))
                for eqn in jaxpr.eqns)
 
 

@@ -186,25 +186,35 @@ def _scoped(orig: Callable) -> Callable:
     return call
 
 
+def _release_locked(classes: Sequence[type]) -> None:
+    for cls in classes:
+        entry = _INSTALLED[cls]
+        entry[1] -= 1
+        if entry[1] == 0:
+            type.__setattr__(cls, "__call__", entry[0])
+            del _INSTALLED[cls]
+
+
 def _acquire(classes: Sequence[type]) -> None:
+    """Wrap every class's ``__call__`` (or count one more user of its wrapper); all or nothing."""
     with _LOCK:
-        for cls in classes:
-            if cls in _INSTALLED:
+        done: list[type] = []
+        try:
+            for cls in classes:
+                if cls not in _INSTALLED:
+                    orig = cls.__dict__["__call__"]
+                    type.__setattr__(cls, "__call__", _scoped(orig))
+                    _INSTALLED[cls] = [orig, 0]
                 _INSTALLED[cls][1] += 1
-                continue
-            orig = cls.__dict__["__call__"]
-            _INSTALLED[cls] = [orig, 1]
-            type.__setattr__(cls, "__call__", _scoped(orig))
+                done.append(cls)
+        except BaseException:
+            _release_locked(done)
+            raise
 
 
 def _release(classes: Sequence[type]) -> None:
     with _LOCK:
-        for cls in classes:
-            entry = _INSTALLED[cls]
-            entry[1] -= 1
-            if entry[1] == 0:
-                type.__setattr__(cls, "__call__", entry[0])
-                del _INSTALLED[cls]
+        _release_locked(classes)
 
 
 @contextlib.contextmanager

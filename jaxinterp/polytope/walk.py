@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp._validation import check_positive_int
+from jaxinterp.capture.interpreter import sub_jaxprs
 from jaxinterp.polytope.codes import pack_bits, positive
 from jaxinterp.polytope.network import (MAXPOOL_SUFFIX, CodeLayout, Preactivations, as_preactivations, layout_of,
                                         map_batched, single_unit_values)
@@ -275,15 +276,13 @@ _SMOOTH = frozenset({"tanh", "logistic", "exp", "exp2", "log", "log1p", "expm1",
 
 
 def _program_primitives(jaxpr, acc: dict[str, set[str]]) -> dict[str, set[str]]:
-    from jaxinterp.capture.interpreter import _sub_jaxprs
-
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
         acc.setdefault("prims", set()).add(name)
         narrow = [str(v.aval.dtype) for v in eqn.outvars if str(getattr(v.aval, "dtype", "")) in _NARROW_FLOATS]
         if narrow:
             acc.setdefault("narrow", set()).add(name)
-        for sub in _sub_jaxprs(eqn):
+        for sub in sub_jaxprs(eqn):
             _program_primitives(sub, acc)
     return acc
 
