@@ -257,6 +257,7 @@ def write_report(out_dir: str | Path) -> Path:
     target = out_dir / "report.html"
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".report.", suffix=".html.tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(page)
         os.replace(tmp, target)

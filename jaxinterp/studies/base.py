@@ -449,6 +449,7 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; readable like the figures beside it
         with os.fdopen(fd, "w") as f:
             json.dump(to_jsonable(payload), f, indent=2, sort_keys=False)
             f.flush()
