@@ -156,7 +156,7 @@ def _select(acts: Array, k: int, lower: Array, upper: Array) -> tuple[Array, Arr
     """Masked top-k / bottom-k of every column of ``acts`` (one batch of the streamed version)."""
     units = acts.shape[1]
     idx = jnp.arange(acts.shape[0], dtype=jnp.int32)
-    valid = jnp.ones((acts.shape[0],), bool)
+    valid = jnp.ones((acts.shape[0], 1), bool)  # [batch, 1]: every row is real
     inside = (acts >= lower) & (acts <= upper)
     top = _topk_update(_topk_init(units, k), jnp.where(inside, acts, -jnp.inf), idx, valid)
     bottom = _topk_update(_topk_init(units, k), jnp.where(inside, -acts, -jnp.inf), idx, valid)
@@ -381,7 +381,7 @@ def quantile_exemplars(acts, levels: Sequence[float], n: int = 1, *, targets=Non
     t = _quantile_targets(a, jnp.asarray(levels, jnp.float32)) if targets is None else _check_targets(
         targets, units, len(levels))
     top = _topk_update(_topk_init(units * len(levels), n), _nearest_scores(a, t),
-                       jnp.arange(m, dtype=jnp.int32), jnp.ones((m,), bool))
+                       jnp.arange(m, dtype=jnp.int32), jnp.ones((m, 1), bool))
     idx = np.asarray(top.indices).reshape(units, len(levels), n)
     resp = np.asarray(a).T[np.arange(units)[:, None, None], idx]
     return idx, resp
@@ -455,7 +455,7 @@ def _select_step(response_fn: ResponseFn, score_fn: Callable[[Array, Any], Array
         count = count + (jnp.isfinite(scores) & valid[:, None]).sum(0)
         lo = jnp.minimum(lo, jnp.where(valid[:, None], a, jnp.inf).min(0))
         hi = jnp.maximum(hi, jnp.where(valid[:, None], a, -jnp.inf).max(0))
-        return _topk_update(top, scores, idx, valid), count, lo, hi
+        return _topk_update(top, scores, idx, valid[:, None]), count, lo, hi
 
     return step
 
