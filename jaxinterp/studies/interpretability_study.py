@@ -28,6 +28,14 @@ digit class, or to three) must be separated by both scores (``ground_truth_auc``
 simulated observer (the 2AFC with a pixel-L2 similarity, sampled trial by trial) is predicted by
 the II as the IMI validation would be with human data (``observer_validation``; no human data is
 used or available offline).
+
+Measured with the default settings (seed 0; 20 minutes on two shared CPU cores): on ``Conv_1/relu``
+(30 live channels) the median II is -0.495 for neurons, -0.378 for spherical K-means (one-sided
+Mann-Whitney p = 0.024), -0.391 for the authors' K-means (p = 0.073) and -0.576 for random
+directions; with twice as many directions K-means reaches -0.273 / -0.295. The 2AFC (q = 0) does
+not separate them (neurons 0.931, K-means 0.932 / 0.922, random 0.928). On ``Conv_0/relu`` K-means
+scores below the neurons (-0.653 / -0.684 vs -0.594). Planted units are separated with AUC 0.825
+(II) and 0.912 (2AFC); the simulated observer's trial-level AUC is 0.577 (920 trials).
 """
 
 from __future__ import annotations
