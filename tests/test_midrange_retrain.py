@@ -186,6 +186,10 @@ def test_compare_methods_structure_and_dfr_uses_balanced_heldout(key):
     assert minority[own].mean() < minority.mean()
     assert cur.candidates.sum() > 0
     assert res["dfr"].n_fit == len(yv)
+    np.testing.assert_allclose(res["dfr"].layer.mean, ft.astype(np.float64).mean(0), rtol=1e-12)  # scaler of the training features
+    other = midrange.compare_methods(train, held, test, key=key, n_groups=4, dfr_retrains=2, methods=("dfr",),
+                                     dfr_scaler_features=fs)
+    np.testing.assert_allclose(other["dfr"].layer.mean, fs.astype(np.float64).mean(0), rtol=1e-12)
     # on a balanced held-out set the core feature is the only one that predicts the label
     assert res["dfr"].metrics.worst_group > 0.8
     assert res["dfr"].metrics.worst_group > res["all"].metrics.worst_group

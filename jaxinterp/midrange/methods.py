@@ -83,6 +83,7 @@ def compare_methods(
     curation: dict | None = None,
     dfr_C_options=C_OPTIONS,
     dfr_retrains: int = 20,
+    dfr_scaler_features=None,
     methods: tuple[str, ...] = DEFAULT_METHODS,
 ) -> dict[str, MethodResult]:
     """Evaluate ERM, MID curation, DFR (and the ablations) on the test groups.
@@ -97,6 +98,8 @@ def compare_methods(
       curation: keyword arguments of ``curate`` for ``mid`` (``n_bins``, ``select``, ``reference``,
         ``rest_ratio``) and ``mid_own_class`` (``low``, ``high``).
       dfr_C_options, dfr_retrains: DFR's ``C`` grid and number of averaged balanced draws.
+      dfr_scaler_features: ``[m, d]`` features whose mean and scale standardise DFR's inputs (the
+        reference uses the ERM model's training set); default ``train.features``.
       methods: which of ``METHODS`` to run.
 
     Returns:
@@ -134,7 +137,8 @@ def compare_methods(
                 raise ValueError(f"`{name}` curation selected no training sample; widen `curation`.")
             out[name] = refit(cur.indices)
         elif name == "dfr":
-            dfr = dfr_fit(train.features, heldout.features, heldout.labels, heldout.groups, key=named_key(key, "dfr"),
+            scaler = train.features if dfr_scaler_features is None else dfr_scaler_features
+            dfr = dfr_fit(scaler, heldout.features, heldout.labels, heldout.groups, key=named_key(key, "dfr"),
                           C_options=dfr_C_options, n_retrains=dfr_retrains, n_classes=n_classes, n_groups=n_groups)
             out[name] = MethodResult(evaluate(dfr_predict(dfr, test.features)), dfr, int(len(heldout.labels)))
         else:
