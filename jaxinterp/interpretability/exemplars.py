@@ -276,6 +276,24 @@ def _paper_draw(q: float, draw: int | None) -> int:
     return PAPER_QUANTILES.index(q) if q in PAPER_QUANTILES else 0
 
 
+def _smallest(keys: np.ndarray, need: int, later_first: bool) -> np.ndarray:
+    """Indices ``[rows, need]`` of the ``need`` smallest ``keys [rows, n]`` of each row, in order.
+
+    Ties go to the earlier index (``later_first=False``: numpy's stable argsort) or to the later
+    one (the stable argsort of the reversed row). A partial partition finds them; rows with ties
+    at the cut are ranked in full, so the result equals the full sort's first ``need``.
+    """
+    part = np.argpartition(keys, need - 1, axis=1)[:, :need]
+    vals = np.take_along_axis(keys, part, axis=1)
+    out = np.take_along_axis(part, np.lexsort((-part if later_first else part, vals), axis=-1), axis=1)
+    n = keys.shape[1]
+    for r in np.flatnonzero((keys <= vals.max(axis=1, keepdims=True)).sum(axis=1) > need):
+        row = keys[r]
+        out[r] = (n - 1 - np.argsort(row[::-1], kind="stable")[:need]) if later_first else \
+            np.argsort(row, kind="stable")[:need]
+    return out
+
+
 def _ranked_paper(a: np.ndarray, q: float, need: int) -> tuple[np.ndarray, ...]:
     """The authors' ranking of every column of ``a [n, units]`` (float64).
 
@@ -284,11 +302,12 @@ def _ranked_paper(a: np.ndarray, q: float, need: int) -> tuple[np.ndarray, ...]:
     to the earlier input at the bottom and to the later input at the top).
     Returns ``(top [units, need], bottom [units, need], lower [units], upper [units], kept [units])``.
     """
-    lo, hi = np.quantile(a, q, axis=0), np.quantile(a, 1.0 - q, axis=0)
-    keep = (a >= lo) & (a <= hi)
-    bottom = np.argsort(np.where(keep, a, np.inf), axis=0, kind="stable")[:need].T
-    top = np.argsort(np.where(keep, a, -np.inf), axis=0, kind="stable")[::-1][:need].T
-    return top, bottom, lo, hi, keep.sum(0)
+    t = np.ascontiguousarray(a.T)  # [units, n]: rows are contiguous
+    lo, hi = np.quantile(t, q, axis=1), np.quantile(t, 1.0 - q, axis=1)
+    keep = (t >= lo[:, None]) & (t <= hi[:, None])
+    bottom = _smallest(np.where(keep, t, np.inf), need, later_first=False)
+    top = _smallest(np.where(keep, -t, np.inf), need, later_first=True)
+    return top, bottom, lo, hi, keep.sum(1)
 
 
 def two_afc_stimuli(acts, q: float = 0.0, *, n_trials: int = N_TRIALS, n_refs: int = N_REFS,
