@@ -211,7 +211,7 @@ def paper_top_indices(acts, k: int) -> np.ndarray:
     """
     a = check_acts(acts)
     k = check_positive_int(k, "k", maximum=a.shape[0], maximum_name="number of inputs in `acts`")
-    return np.ascontiguousarray(np.argsort(a, axis=0, kind="stable")[::-1][:k].T)
+    return _smallest(-np.ascontiguousarray(a.T), k, later_first=True)
 
 
 def _bounds(acts: Array, q: float) -> tuple[Array, Array, Array]:
