@@ -5,10 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinterp import directions as D
+from jaxinterp import directions as jd
 from jaxinterp.datasets import make_superposition_data
-from jaxinterp.directions._loop import bind, scan_fit
-from jaxinterp.directions.sae import heaviside, jumprelu
+from jaxinterp.directions._sae import heaviside, jumprelu, sae_loss
 
 
 @pytest.fixture(scope="module")
@@ -20,35 +19,35 @@ def planted():
 def test_topk_sae_recovers_planted_features(planted):
     """TopK SAE on 32 sparse features in 16 dimensions: mean max cosine >= 0.9."""
     x, _, xe, ze, w = planted
-    d = D.fit_sae(0, x, 32, "topk", k=2, n_steps=1500, batch_size=256)
-    m = D.evaluate(d, xe, true_codes=ze, true_directions=w)
+    d = jd.fit(jd.sae(32, kind="topk", k=2, steps=1500, batch_size=256), x, key=jax.random.key(0))
+    m = jd.evaluate(d, xe, true_codes=ze, true_directions=w)
     assert m["mean_max_cosine"] >= 0.9
     assert m["l0"] <= 2.0
     assert m["explained_variance"] > 0.7
 
 
-@pytest.mark.parametrize("kind", D.SAE_KINDS)
+@pytest.mark.parametrize("kind", ["relu", "topk", "batchtopk", "jumprelu"])
 def test_every_kind_trains_with_unit_decoder_rows(planted, kind):
     x, _, xe, _, _ = planted
-    cfg = D.SAEConfig(n_latents=32, kind=kind, k=3, n_steps=200, batch_size=128)
-    state = D.train_sae(0, x, cfg, coef=0.3 if kind == "relu_l1" else 0.05)
-    norms = np.linalg.norm(np.asarray(state.params["w_dec"]), axis=1)
-    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
-    d = D.sae_directions(state, cfg)
-    start = D.sae_directions(D.sae_init(0, x, cfg), cfg)
+    learner = jd.sae(32, kind=kind, k=3, steps=200, batch_size=128, coef=0.3 if kind == "relu" else 0.05)
+    key = jax.random.key(0)
+    d = jd.fit(learner, x, key=key)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(d.components), axis=1), 1.0, atol=1e-5)
+    start = learner.finalize(learner.init(jax.random.split(key)[0], jnp.asarray(x)))
     # training improves reconstruction over the initialisation
-    ev = float(D.explained_variance(xe, d.reconstruct(xe)))
-    assert ev > float(D.explained_variance(xe, start.reconstruct(xe)))
+    ev = float(jd.explained_variance(xe, d.reconstruct(xe)))
+    assert ev > float(jd.explained_variance(xe, start.reconstruct(xe)))
     assert ev > 0.3
+    assert int(d.info["steps"]) == 200
     if kind == "batchtopk":
-        assert float(state.l0) == pytest.approx(3.0)
-        assert float(state.threshold) > 0
+        assert float(d.info["l0"]) == pytest.approx(3.0)
+        assert isinstance(d.encoder, jd.BatchTopK) and float(d.encoder.threshold) > 0
 
 
-def test_relu_l1_loss_matches_manual(planted):
+def test_relu_loss_matches_manual(planted):
     x = planted[0][:64]
-    cfg = D.SAEConfig(n_latents=20, kind="relu_l1", aux_k=0)
-    state = D.sae_init(jax.random.key(3), x, cfg, coef=0.2)
+    learner = jd.sae(20, kind="relu", aux_k=0, coef=0.2)
+    state = learner.init(jax.random.key(3), jnp.asarray(x))
     p = jax.tree_util.tree_map(np.asarray, state.params)
     rng = np.random.default_rng(0)
     p["b_enc"] = rng.normal(size=20).astype(np.float32) * 0.1
@@ -56,9 +55,11 @@ def test_relu_l1_loss_matches_manual(planted):
     f = np.maximum((u - p["b_dec"]) @ p["w_enc"] + p["b_enc"], 0)
     err = u - (f @ p["w_dec"] + p["b_dec"])
     want = (err**2).sum(1).mean() + 0.2 * (f * np.linalg.norm(p["w_dec"], axis=1)).sum(1).mean()
-    loss, (mse, l0, _, _) = D.sae_loss(p, jnp.asarray(u), jnp.float32(0.2), jnp.zeros(20, bool), cfg)
+    config = dict(learner.update.settings)["config"]
+    loss, (mse, l0, _, _) = sae_loss(p, jnp.asarray(u), jnp.float32(0.2), jnp.zeros(20, bool), config)
     np.testing.assert_allclose(float(loss), want, rtol=1e-5)
     np.testing.assert_allclose(float(l0), (f > 0).sum(1).mean(), rtol=1e-6)
+    assert float(state.coef) == pytest.approx(0.2)
 
 
 def test_jumprelu_straight_through_gradients():
@@ -79,23 +80,22 @@ def test_jumprelu_straight_through_gradients():
     np.testing.assert_array_equal(np.asarray(jumprelu(pre, theta, eps)), np.where(pre_np > 0.05, pre_np, 0))
 
 
-def test_sweep_equals_separate_runs(planted):
-    """One vmap over (coef, seed) gives the same SAEs as training each alone on the same batches."""
+def test_sweep_by_vmap_equals_separate_runs(planted):
+    """One vmap over (coef, seed) gives the same SAEs as training each alone with the same key."""
     x = planted[0]
-    kw = dict(n_steps=30, batch_size=64, chunk=30)
-    dirs, states = D.fit_sae_sweep(jax.random.key(5), x, 16, "relu_l1", coefs=(0.05, 0.5), n_seeds=2, **kw)
+    coefs = jnp.asarray([0.05, 0.05, 0.5, 0.5])
+    keys = jnp.concatenate([jax.random.split(jax.random.key(5), 2)] * 2)
+
+    def one(coef, key):
+        return jd.fit(jd.sae(16, kind="relu", coef=coef, steps=30, batch_size=64), x, key=key)
+
+    dirs = jax.vmap(one)(coefs, keys)
     assert dirs.components.shape == (4, 16, 16)
-    cfg = D.SAEConfig(n_latents=16, kind="relu_l1", **kw)
-    k_init, k_fit = jax.random.split(jax.random.key(5))
-    seeds = jax.random.split(k_init, 2)
-    for j, coef in enumerate((0.05, 0.5)):
-        for i in range(2):
-            s = D.sae_init(seeds[i], x, cfg, coef)
-            s = scan_fit(bind(D.sae_update, config=cfg), s, x, k_fit, n_steps=30, batch_size=64, chunk=30)
-            got = D.unstack(dirs)[j * 2 + i]
-            np.testing.assert_allclose(np.asarray(got.components), np.asarray(s.params["w_dec"]), atol=2e-4)
+    for i, got in enumerate(jd.unstack(dirs)):
+        alone = one(float(coefs[i]), keys[i])
+        np.testing.assert_allclose(np.asarray(got.components), np.asarray(alone.components), atol=2e-4)
     # a larger L1 coefficient gives sparser codes
-    l0s = [float(D.l0(d.codes(planted[2]))) for d in D.unstack(dirs)]
+    l0s = [float(jd.l0(d.codes(planted[2]))) for d in jd.unstack(dirs)]
     assert max(l0s[2:]) < min(l0s[:2])
 
 
@@ -104,14 +104,14 @@ def test_aux_k_revives_dead_latents(planted):
     x = planted[0]
     dead_after = {}
     for aux_k in (0, 16):
-        cfg = D.SAEConfig(n_latents=32, kind="topk", k=2, n_steps=400, batch_size=128, aux_k=aux_k,
-                          aux_coef=1.0, dead_window=512)
-        state = D.sae_init(jax.random.key(0), x, cfg)
-        w_enc = state.params["w_enc"].at[:, :16].multiply(0.01)
-        state = state._replace(params=dict(state.params, w_enc=w_enc))
-        state = scan_fit(bind(D.sae_update, config=cfg), state, x, jax.random.key(1), n_steps=400, batch_size=128)
-        codes = D.sae_directions(state, cfg).codes(planted[2])
-        dead_after[aux_k] = int(np.sum(np.asarray(D.feature_density(codes))[:16] == 0))
+        base = jd.sae(32, kind="topk", k=2, steps=400, batch_size=128, aux_k=aux_k, aux_coef=1.0, dead_window=512)
+
+        def init(key, sample, base=base):   # the first 16 encoder columns start nearly silent
+            state = base.init(key, sample)
+            return state._replace(params=dict(state.params, w_enc=state.params["w_enc"].at[:, :16].multiply(0.01)))
+
+        d = jd.fit(base._replace(init=init), x, key=jax.random.key(0))
+        dead_after[aux_k] = int(np.sum(np.asarray(jd.feature_density(d.codes(planted[2])))[:16] == 0))
     assert dead_after[0] >= 12
     assert dead_after[16] < dead_after[0] - 4
 
@@ -119,37 +119,18 @@ def test_aux_k_revives_dead_latents(planted):
 @pytest.mark.parametrize("normalize", ["zscore", "norm"])
 def test_input_normalisation_makes_training_scale_free(planted, normalize):
     x, _, xe, _, _ = planted
-    kw = dict(k=3, n_steps=150, batch_size=128, normalize=normalize)
-    a = D.fit_sae(0, x, 24, "topk", **kw)
-    b = D.fit_sae(0, 50.0 * x + 3.0 * (normalize == "zscore"), 24, "topk", **kw)
-    xe_b = 50.0 * xe + 3.0 * (normalize == "zscore")
-    ev_a = float(D.explained_variance(xe, a.reconstruct(xe)))
-    ev_b = float(D.explained_variance(xe_b, b.reconstruct(xe_b)))
+    learner = jd.sae(24, kind="topk", k=3, steps=150, batch_size=128, normalize=normalize)
+    shift = 3.0 * (normalize == "zscore")
+    a = jd.fit(learner, x, key=jax.random.key(0))
+    b = jd.fit(learner, 50.0 * x + shift, key=jax.random.key(0))
+    xe_b = 50.0 * xe + shift
+    ev_a = float(jd.explained_variance(xe, a.reconstruct(xe)))
+    ev_b = float(jd.explained_variance(xe_b, b.reconstruct(xe_b)))
     assert ev_a == pytest.approx(ev_b, abs=2e-3)
-    cfg = D.SAEConfig(n_latents=24, kind="topk", **kw)
-    s = D.sae_init(0, x, cfg)
+    s = learner.init(jax.random.key(0), jnp.asarray(x))
     if normalize == "zscore":
         np.testing.assert_allclose(np.asarray(s.center), x.mean(0), atol=1e-5)
         np.testing.assert_allclose(np.asarray(s.scale), x.std(0), rtol=1e-4)
     else:
         u = x / np.asarray(s.scale)
         np.testing.assert_allclose((u**2).sum(1).mean(), x.shape[1], rtol=1e-4)
-
-
-def test_streaming_updates_equal_in_memory_training(planted):
-    """``fit_on_batches`` over a generator of batches gives the same SAE as a manual update loop."""
-    x = planted[0]
-    cfg = D.SAEConfig(n_latents=16, kind="topk", k=2, batch_size=100)
-    state0 = D.sae_init(0, x, cfg)
-    upd = D.bind(D.sae_update, config=cfg)
-    streamed = D.fit_on_batches(upd, state0, (x[i:i + 100] for i in range(0, 3000, 100)))
-    manual = state0
-    step = jax.jit(D.sae_update, static_argnums=2)
-    for i in range(0, 3000, 100):
-        manual = step(manual, jnp.asarray(x[i:i + 100]), cfg)
-    np.testing.assert_allclose(np.asarray(streamed.params["w_dec"]), np.asarray(manual.params["w_dec"]), atol=1e-5)
-    assert int(streamed.step) == 30
-    # minibatch K-means from a stream
-    km = D.fit_on_batches(D.minibatch_kmeans_update, D.minibatch_kmeans_init(0, x, 8),
-                          (x[i:i + 500] for i in range(0, 10000, 500)))
-    assert km.centers.shape == (8, 16) and float(km.counts.sum()) == 10000

@@ -66,7 +66,7 @@ class DictState(NamedTuple):
 
 def _dict_init(key, x, k, alpha) -> DictState:
     """``k`` random rows of the sample, normalised."""
-    x = validate_data(x, k=k)
+    x = validate_data(x, "data", k=k)
     k_pick, k_state = jax.random.split(key)
     rows = x[jax.random.choice(k_pick, x.shape[0], (k,), replace=False)]
     d = x.shape[1]

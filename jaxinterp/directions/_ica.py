@@ -118,7 +118,7 @@ def ica(k: int, *, max_iter: int = 200, tol: float = 1e-4, alpha: float = 1.0) -
     check_number(alpha, "alpha", low=1.0, high=2.0)
 
     def init(key, x):
-        x = validate_data(x, k=k, max_k="rank")
+        x = validate_data(x, "data", k=k, max_k="rank")
         d, dt = x.shape[1], x.dtype
         return ICAState(key, jnp.asarray(tol, dt), jnp.asarray(alpha, dt), jnp.zeros((k, d), dt),
                         jnp.zeros((d, k), dt), jnp.zeros((d,), dt), jnp.zeros((), jnp.int32),

@@ -186,7 +186,7 @@ def kmeans(k: int, *, cosine: bool = False, response: str = "projection", n_init
     check_number(tol, "tol")
 
     def init(key, x):
-        x = validate_data(x, k=k)
+        x = validate_data(x, "data", k=k)
         return KMeansState(key, jnp.asarray(tol, x.dtype), jnp.zeros((k, x.shape[1]), x.dtype),
                            jnp.zeros((), x.dtype), jnp.zeros((), jnp.int32))
 
@@ -209,7 +209,7 @@ class MiniBatchKMeansState(NamedTuple):
 
 
 def _minibatch_init(key, x, *, k, cosine, init_size) -> MiniBatchKMeansState:
-    x = validate_data(x, k=k)
+    x = validate_data(x, "data", k=k)
     n = x.shape[0]
     m = min(n, init_size or 3 * k + 1024)
     k_sub, k_pp = jax.random.split(key)

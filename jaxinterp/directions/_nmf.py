@@ -166,7 +166,7 @@ def nmf(k: int, *, max_iter: int = 200, tol: float = 1e-6, init: str = "auto", l
         raise ValueError("`codes_init` and `components_init` must both be given exactly when init='custom'.")
 
     def init_fn(key, x):
-        x = validate_data(x, k=k, nonnegative=True)
+        x = validate_data(x, "data", k=k, nonnegative=True)
         codes, comps = _initial_factors(key, x, k, init, codes_init, components_init)
         zero = jnp.zeros((), x.dtype)
         return NMFState(codes, comps, zero, jnp.zeros((), jnp.int32), jnp.asarray(tol, x.dtype),

@@ -95,7 +95,7 @@ def pca(k: int, *, whiten: bool = False, method: str = "auto") -> Learner:
     check_choice(method, "method", METHODS)
 
     def init(key, x):
-        x = validate_data(x, k=k, max_k="rank")
+        x = validate_data(x, "data", k=k, max_k="rank")
         d, dt = x.shape[1], x.dtype
         return PCAState(jnp.zeros((k, d), dt), jnp.zeros((k,), dt), jnp.zeros((d,), dt), jnp.zeros((), dt))
 

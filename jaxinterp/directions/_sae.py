@@ -329,7 +329,7 @@ def sae(n_latents: int, *, kind: str = "relu", coef: float | None = None, k: int
         grad_clip=float(check_number(grad_clip, "grad_clip")))
 
     def init(key, x):
-        x = validate_data(x)
+        x = validate_data(x, "data")
         return _sae_init(key, x, jnp.asarray(coef, x.dtype), jnp.asarray(learning_rate, x.dtype), config)
 
     hyper = dict(dataclasses.asdict(config), coef=coef, learning_rate=learning_rate)

@@ -164,7 +164,7 @@ def _fit_full(learner: Learner, data, key, progress, checkpoint_path) -> Directi
     fp = _fingerprint(learner, key, 1, 0, x.shape)
     state, done = _resume(checkpoint_path, fp, state)
     after = None if checkpoint_path is None else partial(_save, checkpoint_path, fp)
-    state = run_chunks(lambda s, start, n: learner.update(s, x), state, steps=1, chunk_size=1, start=done,
+    state = run_chunks(lambda s, start, n: _full_update(learner.update, s, x), state, steps=1, chunk_size=1, start=done,
                        progress=progress, desc=learner.name, after_chunk=after)
     return learner.finalize(state)
 
@@ -256,6 +256,12 @@ def _is_array(data) -> bool:
 
 
 # ---------------------------------------------------------------- compiled chunks
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _full_update(update, state, x):
+    """The whole solve of a full-batch learner, compiled once per (learner settings, data shape)."""
+    return update(state, x)
 
 
 @partial(jax.jit, static_argnames=("update", "length", "batch_size"))
