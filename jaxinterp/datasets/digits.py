@@ -22,6 +22,10 @@ def load_digits(seed: int = 0, test_fraction: float = 0.25) -> Dataset:
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"`seed` must be an int; got {type(seed).__name__}.")
+    if seed < 0:
+        raise ValueError(f"`seed` must be >= 0; got {seed}.")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`test_fraction` must be a number in (0, 1); got {type(test_fraction).__name__}.")
     check_in_range(test_fraction, "test_fraction", 0.0, 1.0, inclusive=False)
     bunch = _sk_load_digits()
     sizes = np.bincount(bunch.target)
