@@ -20,9 +20,11 @@ import sys
 import types
 
 from jaxinterp.capture.api import POST_SUFFIX, activation_names, capture
-from jaxinterp.capture.rules import DEFAULT_RULES, PIECEWISE_LINEAR, RULES, Rule, Site, Tap, register_rule
+from jaxinterp.capture.rules import (ACTIVATIONS, DEFAULT_RULES, PIECEWISE_LINEAR, RULE_GROUPS, RULES, FunctionRule, Rule,
+                                     Site, Tap, register_rule)
 
-__all__ = ["POST_SUFFIX", "capture", "activation_names", "Rule", "Site", "Tap", "RULES", "DEFAULT_RULES",
+__all__ = ["POST_SUFFIX", "capture", "activation_names", "Rule", "FunctionRule", "Site", "Tap", "RULES", "RULE_GROUPS",
+           "ACTIVATIONS", "DEFAULT_RULES",
            "PIECEWISE_LINEAR", "register_rule"]
 
 

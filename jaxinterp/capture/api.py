@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxinterp.capture.interpreter import Interpreter, Options
 from jaxinterp.capture.naming import module_scopes, name_records, select
-from jaxinterp.capture.rules import DEFAULT_RULES, PIECEWISE_LINEAR, Rule, resolve_rules
+from jaxinterp.capture.rules import ACTIVATIONS, DEFAULT_RULES, PIECEWISE_LINEAR, FunctionRule, Rule, resolve_rules
 
 POST_SUFFIX = ":post"
 
@@ -24,13 +24,26 @@ def _is_array_leaf(x: Any) -> bool:
 def _nothing_to_capture(fn: Callable, rules: tuple[Rule, ...], want_modules: bool) -> ValueError:
     names = [r.name for r in rules]
     if names == ["relu"]:
-        what = "applies no ReLU (jax.nn.relu, flax relu or jnp.maximum(x, 0))"
+        what = ("applies no ReLU (jax.nn.relu, flax relu or jnp.maximum(x, 0)); for GELU, SiLU, softmax, "
+                "layer-norm and other activations pass rules='activations'")
+    elif names == list(ACTIVATIONS):
+        what = "applies no activation function (relu, gelu, silu, sigmoid, tanh, softplus, softmax, layer_norm)"
     elif names == list(PIECEWISE_LINEAR):
         what = "applies no ReLU and no other piecewise-linear kink (leaky_relu, abs, clip, max/min, where)"
     else:
         what = f"has no equation matched by the rules {names}"
     return ValueError(f"capture: {getattr(fn, '__name__', type(fn).__name__)} {what}"
                       + (" and has no named modules" if want_modules else "") + "; there is nothing to capture.")
+
+
+def _check_post_names(names: Any, keys: list[str], post_activations: bool) -> None:
+    """A ``":post"`` name asked for without ``post_activations=True`` is a KeyError that says so."""
+    if post_activations or names is None or callable(names):
+        return
+    for pat in [names] if isinstance(names, str) else list(names):
+        if isinstance(pat, str) and pat.endswith(POST_SUFFIX):
+            raise KeyError(f"{pat!r} names a post-activation; pass post_activations=True to capture "
+                           f"'<name>{POST_SUFFIX}' values. Available names: {keys}")
 
 
 def _trace(fn: Callable, scope_root: Any, args, kwargs, trace_dtype):
@@ -62,7 +75,7 @@ def capture(
     post_activations: bool = False,
     modules: bool | Sequence[str] = False,
     module: Any = None,
-    rules: Sequence[str | Rule] | str = DEFAULT_RULES,
+    rules: Sequence[str | Rule | FunctionRule] | str = DEFAULT_RULES,
     promote: Any = None,
 ) -> Callable:
     """Wrap ``fn`` so that it also returns the activations it computes.
@@ -87,9 +100,12 @@ def capture(
         scope and used outside it): ``True`` for every module, or glob patterns of module paths.
       module: an NNX or Equinox module whose submodules should name the scopes (taken from
         ``fn`` itself when ``fn`` is such a module); not needed for Flax Linen.
-      rules: names of rules in :data:`jaxinterp.capture.rules.RULES`, or :class:`Rule` objects,
-        in priority order (default ``("relu",)``; :data:`~jaxinterp.capture.rules.PIECEWISE_LINEAR`
-        records every piecewise-linear kink).
+      rules: names of rules in :data:`jaxinterp.capture.rules.RULES` or of groups of them
+        (``"activations"``: ReLU, GELU, SiLU, sigmoid, tanh, softplus, softmax and layer-norm
+        outputs; ``"piecewise_linear"``: every piecewise-linear kink), or :class:`Rule` /
+        :class:`FunctionRule` objects, in priority order (default ``("relu",)``). Function rules
+        record a call's input as the activation and its output under ``":post"`` (for
+        ``softmax`` in attention: the attention pattern).
       promote: a floating dtype (e.g. ``jnp.float64``) in which to evaluate ``fn``: it is traced
         with its floating arguments in float32 and every floating value (parameters and the dtype
         arguments of lax-level ops included) is computed in this dtype (``while_loop`` / ``cond``
@@ -136,6 +152,7 @@ def capture(
             if post_activations and r.post is not None:
                 acts[n + POST_SUFFIX] = r.post
         keys = list(acts)
+        _check_post_names(names, keys, post_activations)
         chosen = [keys[i] for i in select(keys, names)]
         return jax.tree_util.tree_unflatten(out_tree, flat_out), {k: acts[k] for k in chosen}
 
@@ -146,5 +163,12 @@ def activation_names(fn: Callable, *args, post_activations: bool = False, module
                      module: Any = None, rules: Sequence[str | Rule] | str = DEFAULT_RULES, **kwargs) -> list[str]:
     """Names that ``capture(fn, ...)`` returns for these arguments, in call order (no FLOPs)."""
     wrapped = capture(fn, post_activations=post_activations, modules=modules, module=module, rules=rules)
-    _, acts = jax.eval_shape(lambda: wrapped(*args, **kwargs))
-    return list(acts)
+    order: list[str] = []  # pytree flattening sorts dict keys: keep call order from inside the trace
+
+    def names_in_order():
+        out, acts = wrapped(*args, **kwargs)
+        order[:] = list(acts)
+        return out, acts
+
+    jax.eval_shape(names_in_order)
+    return order

@@ -22,7 +22,7 @@ import numpy as np
 from jax.extend import core as jex_core
 
 from jaxinterp.capture.naming import Record, eqn_site, module_boundaries, tap_scope
-from jaxinterp.capture.rules import KNOWN_FUNCTIONS, Rule, Site, uniform_value
+from jaxinterp.capture.rules import KNOWN_FUNCTIONS, FunctionRule, Rule, Site, Tap, uniform_value
 
 try:  # internal; keeps name stacks (hence module names) in the re-traced program
     from jax._src import source_info_util as _siu
@@ -47,13 +47,27 @@ class Options:
         arguments of lax-level ops included); None keeps the program's dtypes.
     """
 
-    rules: tuple[Rule, ...]
+    rules: tuple[Rule | FunctionRule, ...]
     want_modules: bool = False
     promote: Any = None
 
     @functools.cached_property
     def primitives(self) -> frozenset[str]:
-        return frozenset().union(*(r.primitives for r in self.rules))
+        return frozenset().union(*(r.primitives for r in self.rules if isinstance(r, Rule)))
+
+    @functools.cached_property
+    def functions(self) -> dict[str, str]:
+        """Qualified function name -> label, for the function rules (first rule wins)."""
+        out: dict[str, str] = {}
+        for r in self.rules:
+            if isinstance(r, FunctionRule):
+                for f in sorted(r.functions):
+                    out.setdefault(f, r.label or r.name)
+        return out
+
+    @functools.cached_property
+    def function_key(self) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted(self.functions.items()))
 
 
 def jaxpr_of(param: Any):
@@ -80,6 +94,57 @@ def contains(jaxpr, primitives: frozenset[str]) -> bool:
                for eqn in jaxpr.eqns)
 
 
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """A call of a ruled function: equations ``[start, end]``, its input and output variables."""
+
+    label: str
+    start: int
+    end: int
+    invar: Any
+    outvar: Any
+
+
+def _call_of(eqn, functions: dict[str, str]) -> tuple[str, tuple] | None:
+    """``(label, call-site key)`` of the innermost ruled function in ``eqn``'s traceback."""
+    tb = eqn.source_info.traceback
+    frames = [] if tb is None else tb.frames
+    for k, frame in enumerate(frames):
+        label = functions.get(frame.function_name)
+        if label is not None:
+            return label, (frame.function_name, *((f.file_name, f.line_num) for f in frames[k + 1:]))
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def function_calls(jaxpr, function_key: tuple[tuple[str, str], ...]) -> tuple[Call, ...]:
+    """Calls of the ruled functions among ``jaxpr``'s equations (jit equations by their name)."""
+    functions = dict(function_key)
+    runs: list[list] = []  # [label, key, start, end]
+    for i, eqn in enumerate(jaxpr.eqns):
+        name = eqn.params.get("name") if eqn.primitive.name in _INLINE_CALLS else None
+        hit = (functions[name], ("jit", i)) if isinstance(name, str) and name in functions else \
+            _call_of(eqn, functions)
+        if hit is not None and runs and runs[-1][1] == hit[1] and runs[-1][3] == i - 1:
+            runs[-1][3] = i
+        elif hit is not None:
+            runs.append([hit[0], hit[1], i, i])
+    calls = []
+    for label, _, start, end in runs:
+        inside = {v for e in jaxpr.eqns[start:end + 1] for v in e.outvars}
+        reads = [v for e in jaxpr.eqns[start:end + 1] for v in e.invars
+                 if not isinstance(v, jex_core.Literal) and v not in inside]
+        used_after = {v for e in jaxpr.eqns[end + 1:] for v in e.invars if not isinstance(v, jex_core.Literal)}
+        used_after |= {v for v in jaxpr.outvars if not isinstance(v, jex_core.Literal)}
+        outs = [v for e in jaxpr.eqns[start:end + 1] for v in e.outvars if v in used_after]
+        if not reads or not outs:
+            continue
+        out = outs[-1]
+        same = [v for v in reads if getattr(v.aval, "shape", None) == out.aval.shape]
+        calls.append(Call(label, start, end, (same or reads)[0], out))
+    return tuple(calls)
+
+
 def _custom_body(eqn):
     for key in ("call_jaxpr", "fun_jaxpr", "jaxpr"):
         if key in eqn.params:
@@ -99,6 +164,7 @@ class Interpreter:
     def __init__(self, options: Options):
         self.options = options
         self.records: list[Record] = []
+        self._quiet = 0  # > 0 inside a call of a ruled function: its inner taps are not recorded
 
     # -- values ----------------------------------------------------------------------------------
     def _promoted(self, val: Any) -> Any:
@@ -150,11 +216,15 @@ class Interpreter:
                 known[var] = in_known[i]
 
         module_uses = module_boundaries(jaxpr, prefix) if self.options.want_modules else {}
-        for eqn in jaxpr.eqns:
+        calls = function_calls(jaxpr, self.options.function_key) if self.options.functions else ()
+        starts, ends = {c.start: c for c in calls}, {c.end: c for c in calls}
+        for i, eqn in enumerate(jaxpr.eqns):
             site = eqn_site(eqn, prefix)
             invals = [read(v) for v in eqn.invars]
             sub = dict(site=site, scopes=[scope(v, site) for v in eqn.invars],
                        known=[known_of(v) for v in eqn.invars], function=_function_name(eqn, function))
+            if i in starts:
+                self._quiet += 1
             with self._context(eqn, site):
                 outs = self._eqn(eqn, invals, **sub)
             for var, val in zip(eqn.outvars, outs):
@@ -163,16 +233,26 @@ class Interpreter:
                     known[var] = sub["known"][0]
                 for mod in module_uses.get(var, ()):
                     self.records.append(Record(mod, None, val))
+            if i in ends:
+                self._quiet -= 1
+                c = ends[i]
+                self._record(Tap(c.label, env[c.invar], env[c.outvar]), tap_scope(scope(c.invar, site), site))
         return [read(v) for v in jaxpr.outvars]
+
+    def _record(self, tap: Tap, scope: str) -> None:
+        if not self._quiet:
+            self.records.append(Record(scope, tap.label, tap.pre, tap.post))
 
     def _eqn(self, eqn, invals, *, site, scopes, known, function):
         name = eqn.primitive.name
+        if name in _INLINE_CALLS and eqn.params.get("name") in self.options.functions and self.options.promote is None:
+            return self._bind(eqn, invals)  # the whole call is one tap, recorded by ``run``
         if name in _INLINE_CALLS:
             sub, sub_consts = jaxpr_of(eqn.params["jaxpr"])
             return self.run(sub, sub_consts, invals, site, scopes, known, function)
         if name in _CUSTOM_CALLS and _custom_body(eqn) is not None:
             return self._custom_call(eqn, invals, site, scopes, known, function)
-        if name == "scan" and (self.options.want_modules
+        if name == "scan" and (self.options.want_modules or self.options.functions
                                or contains(jaxpr_of(eqn.params["jaxpr"])[0], self.options.primitives)):
             return self._scan(eqn, invals, site, scopes, known, function)
         outs = self._bind(eqn, invals)
@@ -182,12 +262,12 @@ class Interpreter:
 
     def _tap(self, site_info: Site, site: str, scopes: Sequence[str]) -> None:
         for rule in self.options.rules:
-            if site_info.primitive not in rule.primitives:
+            if not isinstance(rule, Rule) or site_info.primitive not in rule.primitives:
                 continue
             taps = rule.match(site_info)
             if taps:
                 for tap in taps:
-                    self.records.append(Record(tap_scope(scopes[tap.source], site), tap.label, tap.pre, tap.post))
+                    self._record(tap, tap_scope(scopes[tap.source], site))
                 return
 
     @staticmethod
@@ -211,7 +291,7 @@ class Interpreter:
         if self.options.promote is not None:
             return self.run(body, body_consts, invals, site, scopes, known, function)
         outs = self._bind(eqn, invals)
-        if self.options.want_modules or contains(body, self.options.primitives):
+        if self.options.want_modules or self.options.functions or contains(body, self.options.primitives):
             before = len(self.records)
             body_outs = self.run(body, body_consts, invals, site, scopes, known, function)
             # Post-activations must be the outputs of the call itself (same values, original
@@ -232,6 +312,7 @@ class Interpreter:
 
         def step(carry, x):
             inner = Interpreter(self.options)
+            inner._quiet = self._quiet
             outs = inner.run(body, body_consts, [*consts, *carry, *x], site, scopes, body_known, function)
             meta[:] = [(r.scope, r.label, r.post is not None) for r in inner.records]
             recs = [(r.pre, r.post) if r.post is not None else (r.pre,) for r in inner.records]

@@ -43,12 +43,15 @@ class Record:
 
 
 def clean_scope(name_stack: Any) -> str:
-    """``'vmap(MLP)/jvp(Dense_0)'`` -> ``'MLP/Dense_0'``."""
+    """``'vmap(MLP)/jvp(Dense_0)'`` -> ``'MLP/Dense_0'``; einsum scopes (``'bthd,bshd->bhts'``) are dropped.
+
+    Values computed by an einsum are thereby attributed to the enclosing module.
+    """
     parts = []
     for part in str(name_stack).split("/"):
         while (m := _TRANSFORM_RE.match(part)) is not None:
             part = m.group(1)
-        if part:
+        if part and "->" not in part:
             parts.append(part)
     return "/".join(parts)
 
