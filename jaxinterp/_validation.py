@@ -88,3 +88,66 @@ def check_in_range(value, name: str, low: float, high: float, *, inclusive: bool
         br = "[]" if inclusive else "()"
         raise ValueError(f"`{name}` must lie in {br[0]}{low}, {high}{br[1]}; got {value}.")
     return v
+
+
+def check_key(key, name: str = "key"):
+    """Return ``key``, raising TypeError unless it is a typed PRNG key (``jax.random.key(seed)``)."""
+    if not (isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)):
+        got = type(key).__name__ if not hasattr(key, "dtype") else f"{type(key).__name__} of dtype {key.dtype}"
+        raise TypeError(f"`{name}` must be a typed PRNG key from jax.random.key(seed) (raw uint32 keys from "
+                        f"jax.random.PRNGKey are not accepted); got {got}.")
+    return key
+
+
+def check_real(value, name: str, *, low: float = -np.inf, high: float = np.inf, open_low: bool = False) -> float:
+    """Return a real scalar ``value`` as float, raising TypeError for non-numbers (strings, None,
+    bools, arrays of size > 1) and ValueError unless it is finite and in ``[low, high]`` (``(low,
+    high]`` with ``open_low``)."""
+    if isinstance(value, (bool, np.bool_)) or not (
+            isinstance(value, (int, float, np.integer, np.floating))
+            or (hasattr(value, "dtype") and np.ndim(value) == 0 and np.issubdtype(np.asarray(value).dtype,
+                                                                                   np.number))):
+        raise TypeError(f"`{name}` must be a real number; got {type(value).__name__} {value!r}.")
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"`{name}` must be finite; got {v}.")
+    if (v <= low if open_low else v < low) or v > high:
+        br = "(" if open_low else "["
+        raise ValueError(f"`{name}` must lie in {br}{low}, {high}]; got {v}.")
+    return v
+
+
+def check_nonempty(x, name: str) -> None:
+    """Raise ValueError if ``x`` has no rows (length 0 along axis 0) or no entries."""
+    shape = tuple(np.shape(x))
+    if not shape or shape[0] == 0 or 0 in shape:
+        raise ValueError(f"`{name}` must be non-empty; got shape {shape}.")
+
+
+def check_unsigned(x, name: str) -> None:
+    """Raise TypeError unless ``x`` has an unsigned integer dtype (packed bit codes)."""
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    if not np.issubdtype(dtype, np.unsignedinteger):
+        raise TypeError(f"`{name}` must hold packed codes of an unsigned integer dtype (uint32); got {dtype}.")
+
+
+def check_integer_labels(x, name: str) -> np.ndarray:
+    """Return concrete ``x`` as a numpy array, raising unless it is a non-empty rank-1 array of
+    non-negative integers (an integer dtype: float labels such as ``2.5`` or NaN are refused)."""
+    arr = np.asarray(x) if not isinstance(x, str) and x is not None else None
+    if arr is None or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+        got = type(x).__name__ if arr is None else arr.dtype
+        raise TypeError(f"`{name}` must be an array of integer labels; got {got}.")
+    check_rank(arr, name, 1)
+    check_nonempty(arr, name)
+    check_nonnegative(arr, name)
+    return arr
+
+
+def float32_if_half(x):
+    """``x`` as float32 when its dtype is float16 or bfloat16 (half precision is computed in
+    float32), otherwise unchanged."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is not None and np.dtype(dtype).name in ("float16", "bfloat16"):
+        return x.astype(np.float32) if isinstance(x, np.ndarray) else jax.numpy.asarray(x, jax.numpy.float32)
+    return x

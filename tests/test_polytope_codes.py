@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from jaxinterp import models
 from jaxinterp.polytope import (CodeLayout, Preactivations, codes_equal, count_polytopes, dataset_codes,
-                                group_by_polytope,
-                                hamming, hamming_per_layer, hash_codes, pack_bits, pairwise_hamming,
-                                polytope_codes, region_ids, relu_preactivations, unpack_bits)
+                                group_by_polytope, hamming, hamming_per_layer, pairwise_hamming, polytope_codes,
+                                region_ids, relu_preactivations)
+from jaxinterp.polytope.codes import hash_codes, pack_bits, unpack_bits
 
 
 def _mlp_params(seed, sizes=(5, 7, 6, 3)):

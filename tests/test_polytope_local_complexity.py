@@ -6,8 +6,9 @@ import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
 from _relu_nets import numpy_signs, random_relu_net
-from jaxinterp.polytope import (cluster_activations, cluster_codes, compare_clusterings, local_complexity,
-                                pack_bits, purity, random_frames)
+from jaxinterp.polytope import cluster_activations, cluster_codes, compare_clusterings, local_complexity, purity
+from jaxinterp.polytope.codes import pack_bits
+from jaxinterp.polytope.local_complexity import random_frames
 
 
 def _net(seed=0, sizes=(6, 9, 7, 2)):

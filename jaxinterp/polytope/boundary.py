@@ -28,9 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp._validation import check_positive_int
-from jaxinterp.polytope.codes import check_inputs
-from jaxinterp.polytope.network import CodeLayout, Preactivations, as_preactivations, layout_of, map_batched, \
+from jaxinterp._validation import check_floating, check_key, check_nonempty, check_positive_int, check_rank, check_real
+from jaxinterp.polytope.codes import check_inputs, layout_checked
+from jaxinterp.polytope.network import CodeLayout, Preactivations, as_preactivations, map_batched, \
     single_unit_values
 
 
@@ -105,7 +105,7 @@ def boundary_distances(fn: Callable | Preactivations, x, *, method: str = "exact
     Returns:
       :class:`BoundaryDistances` (``.distances`` gives ``[batch, n_units]``).
     """
-    check_inputs(x)
+    x = check_inputs(x)
     if method not in ("exact", "sketch"):
         raise ValueError(f"`method` must be 'exact' or 'sketch'; got {method!r}.")
     if mode not in ("auto", "forward", "reverse"):
@@ -113,9 +113,13 @@ def boundary_distances(fn: Callable | Preactivations, x, *, method: str = "exact
     n_probes = check_positive_int(n_probes, "n_probes")
     if method == "sketch" and key is None:
         raise ValueError("`key` is required for method='sketch' (it draws the random probes).")
+    if key is not None:
+        check_key(key)
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size")
     pre = as_preactivations(fn, names=names, maxpool=maxpool)
     x = jnp.asarray(x)
-    layout = layout_of(pre, x[:1])
+    layout = layout_checked(pre, x)
     if mode == "auto":
         mode = "forward" if math.prod(x.shape[1:]) <= layout.n_units else "reverse"
     key = jax.random.key(0) if key is None else key
@@ -126,17 +130,23 @@ def boundary_density(distances, radius: float, *, layout: CodeLayout | None = No
     """Units whose boundary lies within ``radius``, divided by ``radius``.
 
     Args:
-      distances: ``[batch, n_units]`` (e.g. ``BoundaryDistances.distances``).
-      radius: ``r > 0``.
+      distances: ``[batch, n_units]`` (e.g. ``BoundaryDistances.distances``), non-negative; ``inf``
+        (a unit constant near the input) is never within the radius; NaN is an error.
+      radius: ``r > 0``, finite.
       layout: when given, the density of each layer: ``[batch, n_layers]``.
 
     Returns:
       ``[batch]`` (or ``[batch, n_layers]`` with ``layout``).
     """
-    if not float(radius) > 0 or not np.isfinite(float(radius)):
-        raise ValueError(f"`radius` must be a positive finite number; got {radius}.")
-    if np.ndim(distances) != 2:
-        raise ValueError(f"`distances` must have shape [batch, n_units]; got {np.shape(distances)}.")
+    radius = check_real(radius, "radius", low=0.0, open_low=True)
+    check_rank(distances, "distances", 2)
+    check_nonempty(distances, "distances")
+    check_floating(distances, "distances")
+    if not isinstance(distances, jax.core.Tracer):
+        d = np.asarray(distances)
+        if np.isnan(d).any() or (d < 0).any():
+            raise ValueError(f"`distances` must be non-negative and not NaN (inf is allowed); got "
+                             f"{int(np.isnan(d).sum())} NaN and {int((d < 0).sum())} negative value(s).")
     near = (jnp.asarray(distances) < radius).astype(jnp.float32)
     if layout is None:
         return near.sum(-1) / radius

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxinterp._validation import check_finite, check_positive_int, check_rank, check_same_leading
-from jaxinterp.polytope.codes import pairwise_hamming, unpack_bits
+from jaxinterp._validation import (check_finite, check_floating, check_integer_labels, check_nonempty,
+                                   check_positive_int, check_rank, check_same_leading)
+from jaxinterp.polytope.codes import check_codes, pairwise_hamming, unpack_bits
 
 _LINKAGES = ("average", "complete", "single")
 
@@ -41,8 +42,8 @@ def cluster_codes(words, n_clusters: int, *, method: str = "kmeans", seed: int =
     ``method="kmeans"`` runs K-means on the codes as +/-1 vectors (squared distance 4 x Hamming);
     ``"agglomerative"`` clusters the precomputed Hamming distances with ``linkage``.
     """
-    w = np.asarray(words)
-    check_rank(w, "words", 2)
+    w = np.asarray(check_codes(words, "words", 2))
+    check_nonempty(w, "words")
     n_clusters = check_positive_int(n_clusters, "n_clusters", maximum=len(w), maximum_name="number of inputs")
     if method == "kmeans":
         signs = np.asarray(unpack_bits(w, w.shape[1] * 32), np.float64) * 2 - 1
@@ -55,8 +56,12 @@ def cluster_codes(words, n_clusters: int, *, method: str = "kmeans", seed: int =
 def cluster_activations(acts, n_clusters: int, *, method: str = "kmeans", seed: int = 0,
                         linkage: str = "average") -> np.ndarray:
     """Cluster activations ``[n, d]`` by K-means or agglomerative (Euclidean): int labels ``[n]``."""
+    if acts is None or isinstance(acts, str):
+        raise TypeError(f"`acts` must be an array [n, d]; got {type(acts).__name__}.")
+    check_rank(acts, "acts", 2)
+    check_nonempty(acts, "acts")
+    check_floating(acts, "acts")
     a = np.asarray(acts, np.float64)
-    check_rank(a, "acts", 2)
     check_finite(a, "acts")
     n_clusters = check_positive_int(n_clusters, "n_clusters", maximum=len(a), maximum_name="number of inputs")
     if method == "kmeans":
@@ -69,12 +74,15 @@ def cluster_activations(acts, n_clusters: int, *, method: str = "kmeans", seed: 
 
 
 def purity(labels, clusters) -> float:
-    """Cluster purity: fraction of inputs carrying their cluster's majority label."""
-    labels = np.asarray(labels)
-    clusters = np.asarray(clusters)
+    """Cluster purity: fraction of inputs carrying their cluster's majority label.
+
+    Args:
+      labels: non-negative integer class labels ``[n]``.
+      clusters: non-negative integer cluster ids ``[n]``.
+    """
+    labels = check_integer_labels(labels, "labels")
+    clusters = check_integer_labels(clusters, "clusters")
     check_same_leading("labels", labels, "clusters", clusters)
-    if labels.size == 0:
-        raise ValueError("`labels` is empty.")
     _, c = np.unique(clusters, return_inverse=True)
     _, y = np.unique(labels, return_inverse=True)
     table = np.zeros((c.max() + 1, y.max() + 1), np.int64)
@@ -100,6 +108,7 @@ def compare_clusterings(words, acts, labels, n_clusters: int, *, linkage: str = 
     """
     from sklearn.metrics import normalized_mutual_info_score
 
+    labels = check_integer_labels(labels, "labels")
     check_same_leading("words", words, "labels", labels)
     check_same_leading("acts", acts, "labels", labels)
     runs = {

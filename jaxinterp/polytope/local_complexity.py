@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp._validation import check_positive_int
-from jaxinterp.polytope.codes import check_inputs, positive
-from jaxinterp.polytope.network import CodeLayout, Preactivations, as_preactivations, layout_of, unit_values
+from jaxinterp._validation import check_key, check_positive_int, check_real
+from jaxinterp.polytope.codes import check_inputs, layout_checked, positive
+from jaxinterp.polytope.network import CodeLayout, Preactivations, as_preactivations, unit_values
 
 
 @jax.tree_util.register_dataclass
@@ -71,8 +71,8 @@ def local_complexity(fn: Callable | Preactivations, x, *, key: jax.Array, radius
 
     Args:
       fn: a ReLU network ``x [batch, ...] -> output`` or a :class:`Preactivations`.
-      x: inputs ``[batch, ...]``.
-      key: PRNG key for the random frames (one frame per input); same key, same result.
+      x: inputs ``[batch, ...]`` (half precision is computed in float32).
+      key: typed PRNG key for the random frames (one frame per input); same key, same result.
       radius: distance ``r`` of the vertices from ``x``.
       n_directions: number ``k`` of orthonormal directions (at most the input dimension); the
         polytope has ``2k`` vertices.
@@ -81,11 +81,11 @@ def local_complexity(fn: Callable | Preactivations, x, *, key: jax.Array, radius
     Returns:
       :class:`LocalComplexity`.
     """
-    check_inputs(x)
-    dim = math.prod(np.shape(x)[1:])
-    n_directions = check_positive_int(n_directions, "n_directions", maximum=dim, maximum_name="input dimension")
-    if not float(radius) > 0 or not np.isfinite(float(radius)):
-        raise ValueError(f"`radius` must be a positive finite number; got {radius}.")
+    x = jnp.asarray(check_inputs(x))
+    check_key(key)
+    dim = math.prod(x.shape[1:])
+    n_directions = check_positive_int(n_directions, "n_directions", maximum=dim,
+                                      maximum_name=f"the input dimension of `x` of shape {tuple(x.shape)}")
+    radius = check_real(radius, "radius", low=0.0, open_low=True)
     pre = as_preactivations(fn, names=names, maxpool=maxpool)
-    x = jnp.asarray(x)
-    return _local_complexity(pre, layout_of(pre, x[:1]), x, key, jnp.asarray(radius, x.dtype), n_directions)
+    return _local_complexity(pre, layout_checked(pre, x), x, key, jnp.asarray(radius, x.dtype), n_directions)

@@ -24,14 +24,15 @@ import numpy as np
 
 from jaxinterp._validation import check_positive_int
 from jaxinterp.capture import POST_SUFFIX, capture
-from jaxinterp.polytope.codes import check_inputs, codes_from_preactivations, hamming_per_layer
-from jaxinterp.polytope.network import CodeLayout, Preactivations, as_preactivations, layout_of, map_batched
+from jaxinterp.polytope.codes import check_inputs, layout_checked, packed_signs, per_layer_counts
+from jaxinterp.polytope.network import CodeLayout, Preactivations, as_preactivations, map_batched
 
 
-def check_endpoints(x0, x1) -> None:
-    """Endpoints are floating, finite, equally shaped batches ``[paths, ...]`` with distinct pairs."""
-    check_inputs(x0, "x0")
-    check_inputs(x1, "x1")
+def check_endpoints(x0, x1):
+    """Check that endpoints are non-empty, floating, finite, equally shaped batches ``[paths, ...]``
+    with distinct pairs; return them (half precision as float32)."""
+    x0 = check_inputs(x0, "x0")
+    x1 = check_inputs(x1, "x1")
     if np.shape(x0) != np.shape(x1):
         raise ValueError(f"`x0` and `x1` must have the same shape [paths, ...]; got {np.shape(x0)} and "
                          f"{np.shape(x1)}.")
@@ -40,8 +41,9 @@ def check_endpoints(x0, x1) -> None:
         b = np.asarray(x1).reshape(np.shape(x1)[0], -1)
         same = np.flatnonzero(np.all(a == b, axis=1))
         if same.size:
-            raise ValueError(f"paths {same[:10].tolist()} have identical endpoints (zero length); a "
-                             "boundary density per unit length is undefined for them.")
+            raise ValueError(f"paths {same[:10].tolist()} have identical endpoints `x0` == `x1` (zero length); "
+                             "a boundary density per unit length is undefined for them.")
+    return x0, x1
 
 
 def path_lengths(x0, x1) -> jax.Array:
@@ -93,8 +95,8 @@ def sampled_counts_single(pre: Preactivations, layout: CodeLayout, x0: jax.Array
                           n_steps: int) -> jax.Array:
     """``H_t`` per layer along one path ``x0 -> x1`` (no batch axis): int32 ``[n_steps, n_layers]``."""
     ts = jnp.linspace(0.0, 1.0, n_steps + 1, dtype=x0.dtype).reshape(-1, *([1] * x0.ndim))
-    words = codes_from_preactivations(pre(x0[None] + ts * (x1 - x0)[None]))
-    return hamming_per_layer(words[:-1], words[1:], layout)
+    words = packed_signs(pre(x0[None] + ts * (x1 - x0)[None]))
+    return per_layer_counts(words[:-1], words[1:], layout)
 
 
 @functools.partial(jax.jit, static_argnames=("pre", "layout", "n_steps", "batch_size"))
@@ -119,12 +121,12 @@ def sampled_boundary_counts(fn: Callable | Preactivations, x0, x1, *, n_steps: i
     Returns:
       :class:`SampledPath`.
     """
-    check_endpoints(x0, x1)
+    x0, x1 = check_endpoints(x0, x1)
     n_steps = check_positive_int(n_steps, "n_steps")
     pre = as_preactivations(fn, names=names, maxpool=maxpool)
     x0 = jnp.asarray(x0)
     x1 = jnp.asarray(x1, x0.dtype)
-    return _sampled(pre, layout_of(pre, x0[:1]), x0, x1, n_steps, batch_size)
+    return _sampled(pre, layout_checked(pre, x0, "x0"), x0, x1, n_steps, batch_size)
 
 
 def layer_activations(fn: Callable, x, name: str) -> jax.Array:
@@ -134,7 +136,7 @@ def layer_activations(fn: Callable, x, name: str) -> jax.Array:
     output) as ``fn``, :func:`exact_walk` and :func:`sampled_boundary_counts` count boundaries of
     the later layers in this layer's activation space.
     """
-    check_inputs(x)
+    x = jnp.asarray(check_inputs(x))
     _, acts = capture(fn, names=[name + POST_SUFFIX], post_activations=True)(x)
     return acts[name + POST_SUFFIX]
 
@@ -150,7 +152,8 @@ def class_change_positions(logits_fn: Callable, x0, x1, *, n_steps: int = 200) -
     Returns:
       ``[paths]`` positions in ``[0, 1]``.
     """
-    check_endpoints(x0, x1)
+    x0, x1 = check_endpoints(x0, x1)
+    n_steps = check_positive_int(n_steps, "n_steps")
     ts = np.linspace(0.0, 1.0, n_steps + 1, dtype=np.float32)
     x0 = np.asarray(x0, np.float32)
     x1 = np.asarray(x1, np.float32)
