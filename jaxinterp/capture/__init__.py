@@ -20,12 +20,15 @@ import sys
 import types
 
 from jaxinterp.capture.api import POST_SUFFIX, activation_names, capture
+from jaxinterp.capture.reduce import (Reduction, TopK, channel_argmax, channel_max, channel_mean, channel_topk, last_token,
+                                      token_mean)
 from jaxinterp.capture.rules import (ACTIVATIONS, DEFAULT_RULES, PIECEWISE_LINEAR, RULE_GROUPS, RULES, FunctionRule, Rule,
                                      Site, Tap, register_rule)
 
 __all__ = ["POST_SUFFIX", "capture", "activation_names", "Rule", "FunctionRule", "Site", "Tap", "RULES", "RULE_GROUPS",
            "ACTIVATIONS", "DEFAULT_RULES",
-           "PIECEWISE_LINEAR", "register_rule"]
+           "PIECEWISE_LINEAR", "register_rule", "Reduction", "TopK", "channel_mean", "channel_max", "channel_argmax",
+           "channel_topk", "token_mean", "last_token"]
 
 
 class _CallableModule(types.ModuleType):

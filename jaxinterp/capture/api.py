@@ -12,6 +12,7 @@ import numpy as np
 
 from jaxinterp.capture.interpreter import Interpreter, Options
 from jaxinterp.capture.naming import module_scopes, name_records, select
+from jaxinterp.capture.reduce import apply_reduce, resolve_reduce
 from jaxinterp.capture.rules import ACTIVATIONS, DEFAULT_RULES, PIECEWISE_LINEAR, FunctionRule, Rule, resolve_rules
 
 POST_SUFFIX = ":post"
@@ -77,6 +78,7 @@ def capture(
     module: Any = None,
     rules: Sequence[str | Rule | FunctionRule] | str = DEFAULT_RULES,
     promote: Any = None,
+    reduce: Any = None,
 ) -> Callable:
     """Wrap ``fn`` so that it also returns the activations it computes.
 
@@ -110,6 +112,10 @@ def capture(
         with its floating arguments in float32 and every floating value (parameters and the dtype
         arguments of lax-level ops included) is computed in this dtype (``while_loop`` / ``cond``
         bodies are bound as traced, so they must not mix the two dtypes). None: as traced.
+      reduce: reduce activations inside the same program (:mod:`jaxinterp.capture.reduce`): a
+        callable applied to every activation, or ``{glob pattern: callable}`` (first matching
+        pattern wins; unmatched activations are returned in full), e.g.
+        ``{"Conv_*": channel_mean()}``. Under ``jax.jit`` only the reductions leave the program.
 
     Returns:
       A function with the same arguments as ``fn`` returning ``(output, activations)``, where
@@ -118,10 +124,11 @@ def capture(
 
     Raises:
       ValueError: ``fn`` has no equation the rules record and no module outputs were requested.
-      KeyError: ``names`` asks for an activation that does not exist.
+      KeyError: ``names`` (or a ``reduce`` pattern) asks for an activation that does not exist.
     """
     if not callable(fn):
         raise TypeError(f"`fn` must be callable; got {type(fn).__name__}.")
+    resolve_reduce(reduce)  # validates
     resolved = resolve_rules(rules)
     if promote is not None and not jnp.issubdtype(promote, jnp.floating):
         raise TypeError(f"`promote` must be a floating dtype or None; got {promote!r}.")
@@ -154,7 +161,7 @@ def capture(
         keys = list(acts)
         _check_post_names(names, keys, post_activations)
         chosen = [keys[i] for i in select(keys, names)]
-        return jax.tree_util.tree_unflatten(out_tree, flat_out), {k: acts[k] for k in chosen}
+        return jax.tree_util.tree_unflatten(out_tree, flat_out), apply_reduce({k: acts[k] for k in chosen}, reduce)
 
     return captured
 
