@@ -23,11 +23,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
+
 from jaxinterp._validation import check_positive_int
 
 State = TypeVar("State")
 
 __all__ = ["chunk_sizes", "run_chunks"]
+
+
+def _check_span(steps, start, chunk_size) -> tuple[int, int, int]:
+    """``steps >= 1`` and ``chunk_size >= 1`` ints, ``start`` an int in ``[0, steps]``."""
+    steps = check_positive_int(steps, "steps")
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)):
+        raise TypeError(f"`start` must be an int; got {type(start).__name__}.")
+    if not 0 <= start <= steps:
+        raise ValueError(f"`start` must lie in [0, steps={steps}]; got {start}.")
+    return steps, int(start), chunk_size
 
 
 def chunk_sizes(steps: int, start: int, chunk_size: int) -> list[int]:
@@ -42,8 +55,9 @@ def chunk_sizes(steps: int, start: int, chunk_size: int) -> list[int]:
       chunk_size: steps per chunk.
 
     Returns:
-      The list of chunk lengths, summing to ``steps - start``.
+      The list of chunk lengths, summing to ``steps - start`` (empty when ``start == steps``).
     """
+    steps, start, chunk_size = _check_span(steps, start, chunk_size)
     sizes, at = [], start
     while at < steps:
         sizes.append(min(chunk_size, steps - at))
@@ -73,10 +87,9 @@ def run_chunks(run_chunk: Callable[[State, int, int], State], state: State, *, s
     Returns:
       The state at step ``steps``.
     """
-    check_positive_int(steps, "steps")
-    check_positive_int(chunk_size, "chunk_size")
-    if not 0 <= start <= steps:
-        raise ValueError(f"`start` must lie in [0, steps={steps}]; got {start}.")
+    steps, start, chunk_size = _check_span(steps, start, chunk_size)
+    if not callable(run_chunk):
+        raise TypeError(f"`run_chunk` must be callable; got {type(run_chunk).__name__}.")
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxinterp._validation import check_positive_int
+from jaxinterp._validation import check_finite, check_nonempty, check_positive_int
 
 Activations = Mapping[str, jax.Array]
 
@@ -87,7 +87,8 @@ def reduce_spatial(acts: Activations, how: str = "mean", *, keep_rank: int = 2) 
     """Turn feature maps into per-channel units by reducing their spatial axes.
 
     Args:
-      acts: name -> ``[batch, *spatial, channels]`` (arrays of rank <= ``keep_rank`` pass through).
+      acts: name -> ``[batch, *spatial, channels]`` (arrays of rank <= ``keep_rank`` pass through
+        unchanged; the others must be non-empty and, when concrete, finite).
       how: ``"mean"``, ``"max"`` or ``"center"`` (the value at the spatial centre).
       keep_rank: arrays of this rank or lower are left unchanged (``[batch, units]`` by default).
 
@@ -96,8 +97,16 @@ def reduce_spatial(acts: Activations, how: str = "mean", *, keep_rank: int = 2) 
     """
     if how not in ("mean", "max", "center"):
         raise ValueError(f"`how` must be 'mean', 'max' or 'center'; got {how!r}.")
+    if not isinstance(acts, Mapping):
+        raise TypeError(f"`acts` must be a dict name -> [batch, ...] array; got {type(acts).__name__}.")
+    keep_rank = check_positive_int(keep_rank, "keep_rank")
     out = {}
     for name, a in acts.items():
+        if not hasattr(a, "ndim") or not hasattr(a, "dtype"):
+            raise TypeError(f"`acts[{name!r}]` must be an array [batch, ...]; got {type(a).__name__}.")
+        if a.ndim > keep_rank:
+            check_nonempty(a, f"acts[{name!r}]")
+            check_finite(a, f"acts[{name!r}]")
         if a.ndim <= keep_rank:
             out[name] = a
             continue
@@ -316,8 +325,8 @@ def stream(
     """
     n = _check_data(data)
     batch_size = min(check_positive_int(batch_size, "batch_size"), n)
-    if top_k:
-        check_positive_int(top_k, "top_k", maximum=n, maximum_name="number of inputs in `data`")
+    if isinstance(top_k, bool) or not (isinstance(top_k, (int, np.integer)) and top_k == 0):
+        top_k = check_positive_int(top_k, "top_k", maximum=n, maximum_name="number of inputs in `data`")
     if quantiles is not None:
         quantiles = tuple(float(q) for q in quantiles)
         if any(not 0.0 <= q <= 1.0 for q in quantiles):

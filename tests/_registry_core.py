@@ -1,10 +1,11 @@
-"""Bad-input battery registrations: capture, streaming, keys, loop, claims, checkpoint, sharding.
+"""Bad-input battery registrations: capture, streaming, keys, loop, claims.
 
 ``entries()`` registers every public function of the area once with a valid call; ``EXEMPT``
 names the public callables that take no user data, with the reason.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from tests._battery import Entry
@@ -12,23 +13,98 @@ from tests._battery_inputs import *  # noqa: F403 - the shared battery inputs
 
 EXEMPT: dict[str, str] = {}
 
+MAPS = RNG.normal(size=(4, 3, 3, 2)).astype(np.float32)             # feature maps [batch, h, w, channels]
+SAMPLES_A = np.array([3.1, 2.9, 3.4, 3.0, 3.3, 3.2], np.float64)     # per-seed measurements
+SAMPLES_B = np.array([1.0, 1.2, 0.9, 1.1, 1.3, 0.8], np.float64)
+POOLED = "samples of any shape are pooled (documented)"
+INCONCLUSIVE = "a non-finite measurement gives the verdict INCONCLUSIVE instead of stopping the scorecard (documented)"
 
-def entries() -> list[Entry]:
-    """This area's registered entries (built on first use: it imports the library)."""
+
+def _tiny_net(x):
+    """A model that checks its own input: capture hands the input over and lets the model's error through."""
+    if not hasattr(x, "shape"):
+        raise TypeError(f"`x` must be an array; got {type(x).__name__}.")
+    return jax.nn.relu(x @ jnp.ones((8, 4), x.dtype)) @ jnp.ones((4, 2), x.dtype)
+
+
+def _capture_entries():
+    from jaxinterp import capture
+    model = dict(accept={**{f"x.{v}": PASS_THROUGH for v in ("nan", "inf", "huge", "rank_up", "empty")},
+                         "x.rank_down": MODEL_DECIDES})
+    return [
+        # capture records the model's values unchanged, NaN included: they are zeroed after the call so
+        # that the finiteness check applies to capture itself
+        Entry("jaxinterp.capture.capture",
+              lambda x: jnp.nan_to_num(capture.capture(_tiny_net)(x)[1]["relu"], posinf=0.0), dict(x=XS), **model),
+        Entry("jaxinterp.activation_names", lambda x: capture.activation_names(_tiny_net, x), dict(x=XS),
+              **model),
+        # no data argument: a rule object (its own field checks are FunctionRule's)
+        Entry("jaxinterp.capture.register_rule",
+              lambda name: capture.register_rule(capture.FunctionRule(name, {"battery_act"}), overwrite=True).name,
+              dict(name="battery_act")),
+        Entry("jaxinterp.capture.FunctionRule", lambda functions: capture.FunctionRule("f", functions).name,
+              dict(functions=("gelu",))),
+    ]
+
+
+def _stream_entries():
     from jaxinterp import streaming
     return [
         Entry("jaxinterp.apply_in_batches",
               lambda fn, data, batch_size: streaming.apply_in_batches(fn, data, batch_size=batch_size),
-              dict(fn=lambda b: b * 2.0, data=X, batch_size=16), kinds={"fn": "other"},
+              # the function zeroes non-finite values itself: it receives them unchanged
+              dict(fn=lambda b: jnp.nan_to_num(b, posinf=0.0) * 2.0, data=XS, batch_size=4), kinds={"fn": "other"},
               accept={"data.nan": PASS_THROUGH, "data.inf": PASS_THROUGH, "data.huge": PASS_THROUGH,
                       "data.rank_up": PASS_THROUGH, "data.rank_down": PASS_THROUGH,
-                      "data.float16": PASS_THROUGH},
-              ),
+                      "data.float16": PASS_THROUGH}),
         Entry("jaxinterp.stream",
               lambda data, batch_size, top_k: streaming.stream(lambda b: {"h": jax.nn.relu(b)}, data,
                                                                batch_size=batch_size, top_k=top_k),
-              dict(data=X, batch_size=16, top_k=3),
+              dict(data=XS, batch_size=4, top_k=2),
               aliases={"data": ("activations",)},
               accept={"top_k.zero": "top_k=0 turns the top-k tracking off (documented)",
                       "data.rank_up": PASS_THROUGH, "data.rank_down": PASS_THROUGH}),
+        Entry("jaxinterp.reduce_spatial",
+              lambda a, keep_rank: streaming.reduce_spatial({"h": a}, "mean", keep_rank=keep_rank)["h"],
+              dict(a=MAPS, keep_rank=2), aliases={"a": ("acts",)},
+              accept={"a.rank_down": "a map [batch, h, channels] reduces its one spatial axis (documented)",
+                      "a.rank_up": "maps [batch, *spatial, channels] may have any number of spatial axes"}),
     ]
+
+
+def _util_entries():
+    from jaxinterp import keys, loop
+    from jaxinterp.studies import claims
+
+    def chunks(steps, chunk_size, start):
+        return loop.run_chunks(lambda s, first, n: s + n, 0, steps=steps, chunk_size=chunk_size, start=start)
+
+    return [
+        Entry("jaxinterp.keys.named_key", lambda key: jax.random.key_data(keys.named_key(key, "a", 3)),
+              dict(key=KEY)),
+        Entry("jaxinterp.keys.name_hash", lambda name: keys.name_hash(name), dict(name="stage")),
+        Entry("jaxinterp.loop.chunk_sizes", lambda steps, start, chunk_size: loop.chunk_sizes(steps, start, chunk_size),
+              dict(steps=10, start=2, chunk_size=4), accept={"start.zero": "start=0 is a fresh run"}),
+        Entry("jaxinterp.loop.run_chunks", chunks, dict(steps=10, chunk_size=4, start=2),
+              accept={"start.zero": "start=0 is a fresh run"}),
+        Entry("jaxinterp.studies.claims.within",
+              lambda paper_value, ours, tolerance: claims.within("c", paper_value, ours, tolerance=tolerance).verdict,
+              dict(paper_value=3.0, ours=SAMPLES_A, tolerance=0.5),
+              accept={"ours.nan": INCONCLUSIVE, "ours.inf": INCONCLUSIVE, "ours.rank_up": POOLED,
+                      "ours.rank_down": POOLED}),
+        Entry("jaxinterp.studies.claims.ordering",
+              lambda larger, smaller, alpha: claims.ordering("c", larger, smaller, alpha=alpha).verdict,
+              dict(larger=SAMPLES_A, smaller=SAMPLES_B, alpha=0.05),
+              accept={f"{a}.{v}": INCONCLUSIVE if v in ("nan", "inf") else POOLED
+                      for a in ("larger", "smaller") for v in ("nan", "inf", "rank_up", "rank_down")}),
+        Entry("jaxinterp.studies.claims.paired_ordering",
+              lambda larger, smaller, alpha: claims.paired_ordering("c", larger, smaller, alpha=alpha).verdict,
+              dict(larger=SAMPLES_A, smaller=SAMPLES_B, alpha=0.05), pairs=(("larger", "smaller"),),
+              accept={f"{a}.{v}": INCONCLUSIVE if v in ("nan", "inf") else POOLED
+                      for a in ("larger", "smaller") for v in ("nan", "inf", "rank_up")}),
+    ]
+
+
+def entries() -> list[Entry]:
+    """This area's registered entries (built on first use: it imports the library)."""
+    return [*_capture_entries(), *_stream_entries(), *_util_entries()]

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxinterp._validation import check_real
+
 __all__ = ["Claim", "HOLDS", "FAILS", "INCONCLUSIVE", "within", "ordering", "paired_ordering"]
 
 HOLDS = "holds"
@@ -56,7 +58,14 @@ class Claim:
 
 
 def _finite(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64).ravel()
+    """``values`` as a flat float64 array of at least one number (NaN and inf kept: they make the
+    verdict INCONCLUSIVE)."""
+    if values is None or isinstance(values, (str, bytes)):
+        raise TypeError(f"`{name}` must be a number or a sequence of numbers; got {type(values).__name__}.")
+    try:
+        arr = np.asarray(values, dtype=np.float64).ravel()
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`{name}` must be a number or a sequence of numbers; got {values!r:.80}.") from err
     if arr.size == 0:
         raise ValueError(f"`{name}` must hold at least one value.")
     return arr
@@ -69,16 +78,17 @@ def within(claim: str, paper_value: float, ours: float | Sequence[float], *, tol
     Args:
       claim: the paper's statement.
       paper_value: the published number.
-      ours: our number, or our numbers over seeds (their mean is compared; their standard
-        deviation is reported as the spread).
-      tolerance: the largest ``|ours - paper_value|`` that still reproduces it.
+      ours: our number, or our numbers over seeds, any shape (their mean is compared; their
+        standard deviation is reported as the spread).
+      tolerance: the largest ``|ours - paper_value|`` that still reproduces it (finite, >= 0).
       figure: the figure showing it.
 
     Returns:
-      A ``Claim``; its verdict is ``INCONCLUSIVE`` when ``ours`` is not finite.
+      A ``Claim``; its verdict is ``INCONCLUSIVE`` when ``ours`` is not finite (a failed run
+      shows in the scorecard instead of stopping it).
     """
-    if not tolerance >= 0:
-        raise ValueError(f"`tolerance` must be >= 0; got {tolerance}.")
+    tolerance = check_real(tolerance, "tolerance", low=0.0)
+    check_real(paper_value, "paper_value")
     values = _finite(ours, "ours")
     mean = float(values.mean())
     spread = float(values.std(ddof=1)) if values.size > 1 else None
@@ -100,12 +110,16 @@ def ordering(claim: str, larger: Sequence[float], smaller: Sequence[float], *, a
              paper_value: Any = "A > B", figure: str | None = None) -> Claim:
     """"``larger`` exceeds ``smaller``" over independent samples (one-sided Mann-Whitney U).
 
-    ``ours`` is the difference of the medians; ``spread`` the pooled standard deviation.
+    ``ours`` is the difference of the medians; ``spread`` the pooled standard deviation. Samples
+    of any shape are pooled; a NaN or infinite sample makes the verdict ``INCONCLUSIVE``; ``alpha``
+    lies in (0, 1].
     """
     from scipy.stats import mannwhitneyu
 
+    alpha = check_real(alpha, "alpha", low=0.0, high=1.0, open_low=True)
     a, b = _finite(larger, "larger"), _finite(smaller, "smaller")
-    p = float(mannwhitneyu(a, b, alternative="greater").pvalue) if min(a.size, b.size) > 1 else float("nan")
+    usable = min(a.size, b.size) > 1 and np.isfinite(a).all() and np.isfinite(b).all()
+    p = float(mannwhitneyu(a, b, alternative="greater").pvalue) if usable else float("nan")
     diff = float(np.median(a) - np.median(b))
     spread = float(np.sqrt((a.var() + b.var()) / 2))
     rule = f"one-sided Mann-Whitney U p < {alpha:g} (p = {p:.3g}) and median(A) > median(B)"
@@ -117,15 +131,18 @@ def paired_ordering(claim: str, larger: Sequence[float], smaller: Sequence[float
                     paper_value: Any = "A > B", figure: str | None = None) -> Claim:
     """"``larger`` exceeds ``smaller``" over paired samples (one-sided Wilcoxon signed-rank).
 
-    ``ours`` is the mean paired difference; ``spread`` its standard deviation.
+    ``ours`` is the mean paired difference; ``spread`` its standard deviation. Samples of any
+    shape are flattened in order; a NaN or infinite sample makes the verdict ``INCONCLUSIVE``;
+    ``alpha`` lies in (0, 1].
     """
     from scipy.stats import wilcoxon
 
+    alpha = check_real(alpha, "alpha", low=0.0, high=1.0, open_low=True)
     a, b = _finite(larger, "larger"), _finite(smaller, "smaller")
     if a.shape != b.shape:
         raise ValueError(f"`larger` and `smaller` must be paired (same length); got {a.size} and {b.size}.")
     d = a - b
-    if d.size > 1 and np.any(d != 0):
+    if d.size > 1 and np.any(d != 0) and np.isfinite(d).all():
         p = float(wilcoxon(d, alternative="greater").pvalue)
     else:
         p = float("nan")
