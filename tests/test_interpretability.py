@@ -13,6 +13,7 @@ import jaxinterp.interpretability as interp
 from jaxinterp import models
 from jaxinterp.interpretability import index as index_module
 from jaxinterp.interpretability import reference as ref
+from jaxinterp.interpretability.similarity import pairwise
 
 N = 1700  # the paper's 2AFC needs more than 4 * 20 * (1 + 9) = 800 inputs inside the [q, 1-q] range
 
@@ -91,15 +92,15 @@ def test_builtin_similarities_against_loops(data):
     items, _, labels = data
     i, j = np.arange(10), np.arange(10, 20)
     pix = interp.pixel_l2()
-    got = interp.pairwise(pix, interp.embed_items(pix, items, i), interp.embed_items(pix, items, j))
+    got = pairwise(pix, interp.embed_items(pix, items, i), interp.embed_items(pix, items, j))
     want = [[ref.pixel_l2_sim(items[a], items[b]) for b in j] for a in i]
     np.testing.assert_allclose(got, want, rtol=1e-5)
     mc = interp.mean_colour_l2()
-    got = interp.pairwise(mc, interp.embed_items(mc, items, i), interp.embed_items(mc, items, j))
+    got = pairwise(mc, interp.embed_items(mc, items, i), interp.embed_items(mc, items, j))
     want = [[-np.linalg.norm(items[a].mean((0, 1)) - items[b].mean((0, 1))) for b in j] for a in i]
     np.testing.assert_allclose(got, want, rtol=1e-5)
     lab = interp.label_agreement(4)
-    got = interp.pairwise(lab, interp.embed_items(lab, labels, i), interp.embed_items(lab, labels, j))
+    got = pairwise(lab, interp.embed_items(lab, labels, i), interp.embed_items(lab, labels, j))
     np.testing.assert_array_equal(got, labels[i][:, None] == labels[j][None, :])
 
 
@@ -111,7 +112,7 @@ def test_lpips_style_similarity_from_flax_network(data):
     feats = interp.network_features(lambda x: model.apply(params, x), ["Conv_*"])(jnp.asarray(items[:6]))
     assert sorted(feats) == ["Conv_0/relu", "Conv_1/relu"] and feats["Conv_0/relu"].shape == (6, 4, 4, 4)
     emb = interp.embed_items(sim, items, np.arange(6))
-    got = np.asarray(interp.pairwise(sim, emb, emb))
+    got = np.asarray(pairwise(sim, emb, emb))
     fl = [[np.asarray(feats[n][a]) for n in sorted(feats)] for a in range(6)]
     want = np.array([[ref.lpips_sim(fl[a], fl[b]) for b in range(6)] for a in range(6)])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
@@ -331,13 +332,13 @@ def test_bad_input(data):
         interp.index_from_embeddings(jnp.zeros((3, 8)), sim)
     with pytest.raises(ValueError, match="at least 2 exemplars"):
         interp.index_from_embeddings(jnp.zeros((3, 1, 8)), sim)
-    with pytest.raises(ValueError, match=rf"`indices` must lie in \[0, {N}\)"):
+    with pytest.raises(ValueError, match=rf"`top_indices` must lie in \[0, {N}\)"):
         interp.index_of_exemplars(np.full((2, 5), N), items, sim)
     with pytest.raises(ValueError, match="NaN"):
         interp.top_bottom_exemplars(np.full((5, 2), np.nan, np.float32), 2)
     with pytest.raises(ValueError, match="mean-colour"):
         interp.embed_items(interp.mean_colour_l2(), items.reshape(N, -1), np.arange(3))
-    with pytest.raises(ValueError, match="integer labels"):
+    with pytest.raises(TypeError, match="integer labels"):
         interp.embed_items(interp.label_agreement(4), items, np.arange(3))
     with pytest.raises(ValueError, match="`targets` must have shape"):
         interp.quantile_exemplars(acts, (0.5,), targets=np.zeros((2, 1)))
@@ -373,8 +374,10 @@ def test_nan_or_inf_items_raise_naming_items(data):
     top = int(np.argmax(acts[:, 0]))
     bad = items.copy()
     bad[top, 0, 0, 0] = np.nan  # one top exemplar of unit 0
-    with pytest.raises(ValueError, match=rf"`items`: 1 item\(s\) have NaN or infinite 'pixel_l2' embeddings.*\[{top}\]"):
+    with pytest.raises(ValueError, match=rf"`items` contains NaN or infinite values \(rows \[{top}\]\)"):
         interp.interpretability_index(acts, bad, sim)
+    with pytest.raises(ValueError, match=rf"`items`: 1 item\(s\) have NaN or infinite 'pixel_l2' embeddings.*\[{top}\]"):
+        interp.interpretability_index(acts, bad, sim, check_finite=False)  # the compared exemplars still are
     with pytest.raises(ValueError, match="`items`.*NaN or infinite"):
         interp.psychophysics(acts, np.full_like(items, np.nan), sim)  # not a chance score of 0.5
     bad[top, 0, 0, 0] = np.inf
@@ -382,13 +385,13 @@ def test_nan_or_inf_items_raise_naming_items(data):
         interp.psychophysics(acts, bad, sim)
     with pytest.raises(ValueError, match="`items`"):
         interp.embed_items(interp.mean_colour_l2(), bad, np.arange(N))
-    # a NaN item nobody looks at changes nothing
+    # a NaN item nobody looks at changes nothing when only the compared items are checked
     far = int(np.argsort(np.abs(acts).max(1))[0])
     ok = items.copy()
     ok[far] = np.nan
     bottom_or_top = set(interp.top_bottom_exemplars(acts, 5).top_indices.ravel())
     assert far not in bottom_or_top
-    np.testing.assert_array_equal(interp.interpretability_index(acts, ok, sim).scores,
+    np.testing.assert_array_equal(interp.interpretability_index(acts, ok, sim, check_finite=False).scores,
                                   interp.interpretability_index(acts, items, sim).scores)
 
 
@@ -448,3 +451,48 @@ def test_streamed_nan_responses_raise(data):
         interp.stream_exemplars(lambda x: x, bad, 5, batch_size=256)
     with pytest.raises(ValueError, match=r"NaN or infinite responses: units \[2\]"):
         interp.stream_two_afc_stimuli(lambda x: x, bad, 0.0, batch_size=256)
+
+
+def test_items_are_checked_whole_with_an_escape():
+    """NaN/inf anywhere in `items` is refused (naming the rows), not only in the compared exemplars;
+    `check_finite=False` checks only what is compared and then equals the clean result."""
+    rng = np.random.default_rng(3)
+    acts = rng.normal(size=(900, 3)).astype(np.float32)
+    items = rng.normal(size=(900, 4)).astype(np.float32)
+    top = set(interp.interpretability_index(acts, items, interp.pixel_l2()).top_indices.ravel())
+    row = next(i for i in range(900) if i not in top)
+    dirty = items.copy()
+    dirty[row, 1] = np.inf
+    with pytest.raises(ValueError, match=rf"`items` contains NaN or infinite values \(rows \[{row}\]\)"):
+        interp.interpretability_index(acts, dirty, interp.pixel_l2())
+    with pytest.raises(ValueError, match="`items` contains NaN"):
+        interp.psychophysics(acts, dirty, interp.pixel_l2())
+    clean = interp.interpretability_index(acts, items, interp.pixel_l2()).scores
+    escaped = interp.interpretability_index(acts, dirty, interp.pixel_l2(), check_finite=False).scores
+    np.testing.assert_array_equal(escaped, clean)
+    for bad in (None, "abc"):
+        with pytest.raises(TypeError, match="`items`"):
+            interp.psychophysics(acts, bad, interp.pixel_l2())
+
+
+def test_pixel_l2_does_not_overflow_at_1e30():
+    """Minus the Euclidean distance of items near 1e30 (float32) equals 1e30 times that of the unscaled items
+    (float64 reference, rtol 1e-5); the squared distance alone would overflow to inf."""
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(2, 5, 7))
+    got = np.asarray(interp.pixel_l2().compare(jnp.asarray(a * 1e30, jnp.float32), jnp.asarray(b * 1e30, jnp.float32)))
+    np.testing.assert_allclose(got, -np.linalg.norm(a - b, axis=-1) * 1e30, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(interp.pixel_l2().compare(jnp.ones(3), jnp.ones(3))), 0.0)
+
+
+def test_label_agreement_refuses_labels_outside_its_classes():
+    labels = np.array([0, 1, 2, 3])
+    with pytest.raises(ValueError, match=r"`items`: 1 item\(s\).*items \[3\]"):
+        interp.embed_items(interp.label_agreement(3), labels, np.arange(4))
+    np.testing.assert_array_equal(interp.embed_items(interp.label_agreement(4), labels, np.arange(4)), np.eye(4))
+
+
+def test_query_orders_seed_is_checked():
+    for bad in (-1, 2**32, 2.5, None, "3"):
+        with pytest.raises(ValueError, match="`seed`"):
+            interp.query_orders(seed=bad)

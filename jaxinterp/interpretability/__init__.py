@@ -1,4 +1,9 @@
-"""Automated interpretability: exemplars, similarities, the Interpretability Index and 2AFC."""
+"""Automated interpretability: exemplars, similarities, the Interpretability Index and 2AFC.
+
+Internal building blocks (``similarity.lpips_embedding``, ``similarity.pairwise``,
+``exemplars.paper_top_indices``) stay importable from their modules but are not part of the
+public API.
+"""
 
 from jaxinterp.interpretability.exemplars import (
     N_REFS,
@@ -8,7 +13,6 @@ from jaxinterp.interpretability.exemplars import (
     PROTOCOLS,
     Exemplars,
     TwoAFCStimuli,
-    paper_top_indices,
     quantile_exemplars,
     query_orders,
     stream_exemplars,
@@ -37,10 +41,8 @@ from jaxinterp.interpretability.similarity import (
     embed_items,
     flax_deep_feature,
     label_agreement,
-    lpips_embedding,
     mean_colour_l2,
     network_features,
-    pairwise,
     pixel_l2,
     precomputed,
 )
@@ -48,8 +50,8 @@ from jaxinterp.interpretability.similarity import (
 __all__ = [
     "N_REFS", "N_TRIALS", "PAPER_QUANTILES", "PAPER_SEED", "PROTOCOLS", "Exemplars", "IndexResult", "Similarity", "TwoAFCResult", "TwoAFCStimuli",
     "deep_feature", "embed_items", "flax_deep_feature", "index_from_embeddings", "index_of_exemplars",
-    "interpretability_index", "label_agreement", "lpips_embedding", "max_score", "mean_colour_l2",
-    "network_features", "pairwise", "paper_top_indices", "pixel_l2", "precomputed", "psychophysics", "quantile_exemplars", "query_orders",
+    "interpretability_index", "label_agreement", "max_score", "mean_colour_l2",
+    "network_features", "pixel_l2", "precomputed", "psychophysics", "quantile_exemplars", "query_orders",
     "stream_exemplars", "stream_quantile_exemplars", "stream_two_afc_stimuli", "top_bottom_exemplars",
     "two_afc_from_embeddings", "two_afc_of_stimuli", "two_afc_stimuli", "varying_units",
 ]

@@ -25,7 +25,9 @@ from jaxinterp._validation import (
     check_finite,
     check_floating,
     check_in_range,
+    check_nonempty,
     check_positive_int,
+    check_real,
     check_rank,
     is_concrete,
 )
@@ -146,9 +148,12 @@ def check_unit_ranges(lo, hi, name: str = "acts") -> None:
 
 
 def varying_units(acts, *, tol: float = 0.0) -> np.ndarray:
-    """Indices of units of ``acts [n, units]`` whose response range exceeds ``tol``."""
+    """Indices of units of ``acts [n, units]`` (finite, n >= 1) whose response range exceeds ``tol >= 0``."""
     check_rank(acts, "acts", 2)
-    a = np.asarray(acts)
+    check_nonempty(acts, "acts")
+    a = as_float_array(acts, "acts")
+    check_finite(a, "acts")
+    tol = check_real(tol, "tol", low=0.0)
     return np.flatnonzero(a.max(0) - a.min(0) > tol)
 
 
@@ -237,7 +242,7 @@ def _stimuli(top_i, bottom_i, lo, hi, n_trials: int, n_refs: int) -> TwoAFCStimu
 
 
 def _check_2afc_args(q, n_trials, n_refs):
-    q = check_in_range(q, "q", 0.0, 0.5, inclusive=True)
+    q = check_real(q, "q", low=0.0, high=0.5)
     if q == 0.5:
         raise ValueError("`q` must be < 0.5 so that the kept range [q, 1-q] is not a single value.")
     return q, check_positive_int(n_trials, "n_trials"), check_positive_int(n_refs, "n_refs")
@@ -261,6 +266,8 @@ def query_orders(n_trials: int = N_TRIALS, seed: int = PAPER_SEED, draw: int = 0
       query of rank ``bottom[t]``.
     """
     n_trials = check_positive_int(n_trials, "n_trials")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"`seed` must be an int in [0, 2**32); got {seed!r}.")
     if isinstance(draw, bool) or not isinstance(draw, (int, np.integer)) or draw < 0:
         raise ValueError(f"`draw` must be an int >= 0; got {draw!r}.")
     rs = np.random.RandomState(seed)
@@ -424,14 +431,26 @@ def _check_targets(targets, units: int, n_levels: int) -> Array:
 
 
 def _stream_units(response_fn: ResponseFn, data: Any, batch_size: int):
-    """Number of inputs, number of units and the batch size actually used."""
-    n = int(np.shape(jax.tree_util.tree_leaves(data)[0])[0])
+    """Number of inputs, number of units and the batch size actually used (checks ``data``)."""
+    n = _check_data(data)
     batch_size = min(check_positive_int(batch_size, "batch_size"), n)
     shape = jax.eval_shape(response_fn, _padded(data, 0, batch_size, batch_size)).shape
     if len(shape) != 2 or shape[0] != batch_size:
-        raise ValueError(f"`response_fn` must map a batch to responses [batch, units]; got shape {shape} for a "
-                         f"batch of {batch_size}.")
+        raise ValueError(f"`response_fn(data)` must map a batch of `data` to responses [batch, units]; got shape "
+                         f"{shape} for a batch of {batch_size}.")
     return n, shape[1], batch_size
+
+
+def _check_data(data: Any) -> int:
+    """The number of inputs of ``data`` (an array or pytree of arrays ``[n, ...]`` of numbers, n >= 1)."""
+    leaves = jax.tree_util.tree_leaves(data)
+    if not leaves or any(isinstance(x, (str, bytes)) or not hasattr(x, "shape") or len(x.shape) == 0
+                         for x in leaves):
+        raise TypeError(f"`data` must be an array [n, ...] (or a pytree of them); got {type(data).__name__}.")
+    lengths = {int(x.shape[0]) for x in leaves}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"`data` must hold n >= 1 rows, the same number in every leaf; got {sorted(lengths)}.")
+    return lengths.pop()
 
 
 def stream_exemplars(response_fn: ResponseFn, data: Any, k: int, *, batch_size: int = 256,

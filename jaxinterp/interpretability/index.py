@@ -23,9 +23,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp._validation import check_positive_int, check_rank
+from jaxinterp._validation import check_nonempty, check_positive_int, check_rank
 from jaxinterp.interpretability.exemplars import as_compute_array, paper_top_indices
-from jaxinterp.interpretability.similarity import Similarity, embed_items, pad_units, pairwise
+from jaxinterp.interpretability.similarity import (
+    Similarity,
+    check_indices,
+    check_items,
+    embed_items,
+    pad_units,
+    pairwise,
+)
 
 Array = jax.Array
 
@@ -58,6 +65,7 @@ def index_from_embeddings(embeddings: Array, similarity: Similarity, *, include_
       ``[units]`` scores.
     """
     check_rank(embeddings, "embeddings", 3)
+    check_nonempty(embeddings, "embeddings")
     embeddings = as_compute_array(embeddings, "embeddings")
     k = embeddings.shape[1]
     if k < 2:
@@ -87,7 +95,7 @@ _index_jit = jax.jit(_index_impl, static_argnums=(1, 2, 3))
 
 
 def index_of_exemplars(top_indices, items, similarity: Similarity, *, include_self_pairs: bool = True,
-                       unit_batch: int = 64, embed_batch: int = 1024) -> IndexResult:
+                       unit_batch: int = 64, embed_batch: int = 1024, check_finite: bool = True) -> IndexResult:
     """II of every unit given its exemplars' dataset indices.
 
     Args:
@@ -97,18 +105,21 @@ def index_of_exemplars(top_indices, items, similarity: Similarity, *, include_se
       include_self_pairs: see ``index_from_embeddings``.
       unit_batch: units per vectorised step.
       embed_batch: items embedded per call.
+      check_finite: refuse NaN/inf anywhere in ``items`` (see ``embed_items``).
 
     Returns:
       ``IndexResult``.
     """
+    n = check_items(items, check_finite=check_finite)
     check_rank(top_indices, "top_indices", 2)
-    emb = embed_items(similarity, items, top_indices, batch_size=embed_batch)
+    top_indices = check_indices(top_indices, n, "top_indices")
+    emb = embed_items(similarity, items, top_indices, batch_size=embed_batch, check_finite=False)
     scores = index_from_embeddings(emb, similarity, include_self_pairs=include_self_pairs, unit_batch=unit_batch)
     return IndexResult(np.asarray(scores), np.asarray(top_indices))
 
 
 def interpretability_index(acts, items, similarity: Similarity, *, k: int = 5, include_self_pairs: bool = True,
-                           unit_batch: int = 64, embed_batch: int = 1024) -> IndexResult:
+                           unit_batch: int = 64, embed_batch: int = 1024, check_finite: bool = True) -> IndexResult:
     """Interpretability Index of every unit (column) of ``acts``.
 
     The authors compute it on the training split (and the 2AFC on the test split). The top
@@ -125,6 +136,7 @@ def interpretability_index(acts, items, similarity: Similarity, *, k: int = 5, i
         authors; ``(k-1)/k`` of the distinct-pair mean for distances), or the distinct pairs.
       unit_batch: units per vectorised step.
       embed_batch: items embedded per call.
+      check_finite: refuse NaN/inf anywhere in ``items`` (False: only in the compared exemplars).
 
     Returns:
       ``IndexResult`` with ``scores [units]`` and ``top_indices [units, k]``.
@@ -135,11 +147,16 @@ def interpretability_index(acts, items, similarity: Similarity, *, k: int = 5, i
     """
     check_rank(acts, "acts", 2)
     n = int(np.shape(acts)[0])
-    if int(np.shape(items)[0]) != n:
-        raise ValueError(f"`items` must have one row per row of `acts` ({n}); got shape {tuple(np.shape(items))}.")
+    check_items_match(items, n, check_finite)
     k = check_positive_int(k, "k", maximum=n, maximum_name="number of inputs in `acts`")
     if k < 2:
         raise ValueError("`k` must be >= 2: the index compares pairs of exemplars.")
     top = paper_top_indices(acts, k)
     return index_of_exemplars(top, items, similarity, include_self_pairs=include_self_pairs,
-                              unit_batch=unit_batch, embed_batch=embed_batch)
+                              unit_batch=unit_batch, embed_batch=embed_batch, check_finite=False)
+
+
+def check_items_match(items, n: int, check_finite: bool) -> None:
+    """Validate ``items`` (see ``check_items``) and require one row per row of ``acts`` (``n``)."""
+    if check_items(items, check_finite=check_finite) != n:
+        raise ValueError(f"`items` must have one row per row of `acts` ({n}); got shape {tuple(np.shape(items))}.")

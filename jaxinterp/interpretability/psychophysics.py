@@ -37,7 +37,8 @@ from jaxinterp.interpretability.exemplars import (
     as_compute_array,
     two_afc_stimuli,
 )
-from jaxinterp.interpretability.similarity import Similarity, embed_items, pad_units
+from jaxinterp.interpretability.index import check_items_match
+from jaxinterp.interpretability.similarity import Similarity, check_items, embed_items, pad_units
 
 Array = jax.Array
 ZSCORE = ("unit", "trial")
@@ -114,7 +115,7 @@ def two_afc_from_embeddings(query_embeddings: Array, reference_embeddings: Array
 
 
 def two_afc_of_stimuli(stimuli: TwoAFCStimuli, items, similarity: Similarity, *, zscore: str = "trial",
-                       unit_batch: int = 16, embed_batch: int = 1024) -> TwoAFCResult:
+                       unit_batch: int = 16, embed_batch: int = 1024, check_finite: bool = True) -> TwoAFCResult:
     """2AFC scores of every unit given its stimuli (``two_afc_stimuli`` or the streamed version).
 
     Args:
@@ -123,6 +124,7 @@ def two_afc_of_stimuli(stimuli: TwoAFCStimuli, items, similarity: Similarity, *,
       similarity: a ``Similarity``.
       zscore, unit_batch: see ``two_afc_from_embeddings``.
       embed_batch: items embedded per call.
+      check_finite: refuse NaN/inf anywhere in ``items`` (False: only in the stimuli used).
     """
     q, r = np.asarray(stimuli.queries), np.asarray(stimuli.references)
     check_rank(q, "stimuli.queries", 3)
@@ -130,8 +132,9 @@ def two_afc_of_stimuli(stimuli: TwoAFCStimuli, items, similarity: Similarity, *,
     if q.shape[:3] != r.shape[:3]:
         raise ValueError(f"`stimuli.queries` {q.shape} and `stimuli.references` {r.shape} disagree on "
                          f"[units, 2, trials].")
-    qe = embed_items(similarity, items, q, batch_size=embed_batch)
-    re = embed_items(similarity, items, r, batch_size=embed_batch)
+    check_items(items, check_finite=check_finite)
+    qe = embed_items(similarity, items, q, batch_size=embed_batch, check_finite=False)
+    re = embed_items(similarity, items, r, batch_size=embed_batch, check_finite=False)
     probs = np.asarray(two_afc_from_embeddings(qe, re, similarity, zscore=zscore, unit_batch=unit_batch))
     return TwoAFCResult(probs.mean(axis=1), probs, stimuli)
 
@@ -139,7 +142,7 @@ def two_afc_of_stimuli(stimuli: TwoAFCStimuli, items, similarity: Similarity, *,
 def psychophysics(acts, items, similarity: Similarity, *, q: float = 0.0, protocol: str = "paper",
                   seed: int = PAPER_SEED, draw: int | None = None, n_trials: int = N_TRIALS,
                   n_refs: int = N_REFS, zscore: str | None = None, unit_batch: int = 16,
-                  embed_batch: int = 1024) -> TwoAFCResult:
+                  embed_batch: int = 1024, check_finite: bool = True) -> TwoAFCResult:
     """In-silico 2AFC score of every unit (column) of ``acts``.
 
     Args:
@@ -157,26 +160,24 @@ def psychophysics(acts, items, similarity: Similarity, *, q: float = 0.0, protoc
       n_refs: references per side (9).
       zscore: ``"trial"`` or ``"unit"``; None takes the protocol's (paper: ``"trial"``, ranked:
         ``"unit"``).
-      unit_batch, embed_batch: see ``two_afc_of_stimuli``.
+      unit_batch, embed_batch, check_finite: see ``two_afc_of_stimuli``.
 
     Returns:
       ``TwoAFCResult`` (``scores [units]`` in ``(0, 1)``; 0.5 is chance).
 
     Raises:
-      ValueError: NaN/inf in ``acts`` or in the embeddings of the stimuli drawn from ``items``,
+      ValueError: NaN/inf in ``acts``, in ``items`` or in the embeddings of the stimuli drawn from ``items``,
         too few inputs in range, mismatched lengths, constant units, an unknown ``protocol``.
     """
     check_rank(acts, "acts", 2)
-    n = int(np.shape(acts)[0])
-    if int(np.shape(items)[0]) != n:
-        raise ValueError(f"`items` must have one row per row of `acts` ({n}); got shape {tuple(np.shape(items))}.")
+    check_items_match(items, int(np.shape(acts)[0]), check_finite)
     if protocol not in PROTOCOLS:
         raise ValueError(f"`protocol` must be one of {PROTOCOLS}; got {protocol!r}.")
     if zscore is None:
         zscore = "trial" if protocol == "paper" else "unit"
     stimuli = two_afc_stimuli(acts, q, n_trials=n_trials, n_refs=n_refs, protocol=protocol, seed=seed, draw=draw)
     return two_afc_of_stimuli(stimuli, items, similarity, zscore=zscore, unit_batch=unit_batch,
-                              embed_batch=embed_batch)
+                              embed_batch=embed_batch, check_finite=False)
 
 
 def max_score() -> float:

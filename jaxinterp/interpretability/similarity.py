@@ -44,8 +44,15 @@ class Similarity:
 
 
 def neg_euclidean(a: Array, b: Array) -> Array:
-    """Minus the Euclidean distance along the last axis, ``[..., e] x [..., e] -> [...]``."""
-    return -jnp.sqrt(jnp.sum(jnp.square(a - b), axis=-1))
+    """Minus the Euclidean distance along the last axis, ``[..., e] x [..., e] -> [...]``.
+
+    The difference is scaled by its largest entry before squaring, so inputs near 1e30 do not
+    overflow float32 (``||d|| = m * ||d / m||``, ``m = max |d|``).
+    """
+    d = a - b
+    m = jnp.max(jnp.abs(d), axis=-1)
+    safe = jnp.where(m > 0, m, 1.0)
+    return -m * jnp.sqrt(jnp.sum(jnp.square(d / safe[..., None]), axis=-1))
 
 
 def neg_sq_euclidean(a: Array, b: Array) -> Array:
@@ -69,7 +76,7 @@ def pixel_l2() -> Similarity:
 
 def _mean_colour(x: Array) -> Array:
     if x.ndim < 3:
-        raise ValueError(f"mean-colour similarity needs items [n, *spatial, channels] (rank >= 3); "
+        raise ValueError(f"`items`: mean-colour similarity needs items [n, *spatial, channels] (rank >= 3); "
                          f"got shape {x.shape}.")
     return jnp.mean(x.astype(jnp.float32), axis=tuple(range(1, x.ndim - 1)))
 
@@ -80,14 +87,19 @@ def mean_colour_l2() -> Similarity:
 
 
 def label_agreement(n_classes: int) -> Similarity:
-    """1 if two items have the same integer label, else 0 (items are labels ``[n]``)."""
+    """1 if two items have the same integer label, else 0 (items are labels ``[n]`` in ``[0, n_classes)``).
+
+    A label outside ``[0, n_classes)`` is an error (raised by ``embed_items``, naming the items).
+    """
     n_classes = check_positive_int(n_classes, "n_classes")
 
     def embed(labels: Array) -> Array:
         if labels.ndim != 1 or not jnp.issubdtype(labels.dtype, jnp.integer):
-            raise ValueError(f"label agreement needs integer labels of shape [n]; got "
-                             f"{labels.dtype} {labels.shape}.")
-        return jax.nn.one_hot(labels, n_classes, dtype=jnp.float32)
+            raise TypeError(f"`items`: label agreement needs integer labels of shape [n]; got "
+                            f"{labels.dtype} {labels.shape}.")
+        inside = (labels >= 0) & (labels < n_classes)
+        # a label outside [0, n_classes) embeds as NaN, which `embed_items` refuses naming the items
+        return jnp.where(inside[:, None], jax.nn.one_hot(labels, n_classes, dtype=jnp.float32), jnp.nan)
 
     return Similarity("label_agreement", embed, dot, 1.0)
 
@@ -183,7 +195,8 @@ def flax_deep_feature(model, params, layers: Sequence[str] | None = None,
     return deep_feature(network_features(fn, layers), name=name)
 
 
-def embed_items(similarity: Similarity, items, indices, *, batch_size: int = 1024) -> np.ndarray:
+def embed_items(similarity: Similarity, items, indices, *, batch_size: int = 1024,
+                check_finite: bool = True) -> np.ndarray:
     """Embeddings of ``items[indices]``, embedding each distinct index once, in jitted batches.
 
     Args:
@@ -191,22 +204,21 @@ def embed_items(similarity: Similarity, items, indices, *, batch_size: int = 102
       items: ``[n, ...]`` the dataset (numpy or jax; images, signals or labels).
       indices: int array of any shape ``[*s]`` with values in ``[0, n)``.
       batch_size: items embedded per call.
+      check_finite: refuse NaN/inf anywhere in floating ``items`` (a pass over the data in
+        blocks); False checks only the embeddings of the selected items (faster on huge data).
 
     Returns:
       ``[*s, e]`` float32 embeddings (a numpy array); half-precision items are embedded in float32.
 
     Raises:
-      ValueError: an index outside ``[0, n)``, or an item whose embedding is NaN or infinite
-        (a score computed from it would be NaN or meaningless).
+      ValueError: empty ``indices`` or an index outside ``[0, n)``, NaN/inf in ``items``, or an
+        item whose embedding is NaN or infinite (a score computed from it would be NaN or
+        meaningless).
+      TypeError: ``items`` that is not an array, non-integer ``indices``.
     """
     batch_size = check_positive_int(batch_size, "batch_size")
-    idx = np.asarray(indices)
-    if not np.issubdtype(idx.dtype, np.integer):
-        raise TypeError(f"`indices` must be integers; got {idx.dtype}.")
-    n = int(np.shape(items)[0])
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise ValueError(f"`indices` must lie in [0, {n}) (the number of items); got range "
-                         f"[{idx.min()}, {idx.max()}].")
+    n = check_items(items, check_finite=check_finite)
+    idx = check_indices(indices, n)
     uniq, inverse = np.unique(idx.reshape(-1), return_inverse=True)
     embed = _jitted_embed(similarity)
     items_np = items if isinstance(items, np.ndarray) else np.asarray(items)
@@ -224,15 +236,64 @@ def embed_items(similarity: Similarity, items, indices, *, batch_size: int = 102
     return table[inverse].reshape(*idx.shape, table.shape[-1])
 
 
+#: rows of ``items`` checked for finiteness at a time (bounds the temporary boolean mask)
+_FINITE_BLOCK_BYTES = 64 << 20
+
+
+def check_items(items, name: str = "items", *, check_finite: bool = True) -> int:
+    """Validate a dataset ``items [n, ...]`` (numpy, jax or memmap) and return ``n``.
+
+    Raises TypeError unless ``items`` is an array of numbers (a list is converted), ValueError
+    for rank 0, no rows, or (``check_finite``) NaN/inf in floating items, checked in row blocks
+    so a memmap is never loaded whole.
+    """
+    if items is None or isinstance(items, (str, bytes)):
+        raise TypeError(f"`{name}` must be an array [n, ...]; got {type(items).__name__}.")
+    dtype = getattr(items, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(items).dtype
+    if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_) or dtype.name == "bfloat16"):
+        raise TypeError(f"`{name}` must hold numbers; got dtype {dtype}.")
+    shape = tuple(np.shape(items))
+    if len(shape) == 0 or shape[0] == 0:
+        raise ValueError(f"`{name}` must be an array [n, ...] with n >= 1; got shape {shape}.")
+    if check_finite and (np.issubdtype(dtype, np.inexact) or dtype.name == "bfloat16"):
+        row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize)
+        step = max(1, _FINITE_BLOCK_BYTES // row_bytes)
+        for start in range(0, shape[0], step):
+            block = np.asarray(items[start : start + step], np.float32)
+            if not np.all(np.isfinite(block)):
+                bad = start + np.flatnonzero(~np.all(np.isfinite(block.reshape(len(block), -1)), axis=1))
+                shown = ", ".join(str(int(i)) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
+                raise ValueError(f"`{name}` contains NaN or infinite values (rows [{shown}]); clean them first, or "
+                                 f"pass check_finite=False to check only the items that are compared.")
+    return int(shape[0])
+
+
+def check_indices(indices, n: int, name: str = "indices") -> np.ndarray:
+    """``indices`` as a non-empty integer numpy array with values in ``[0, n)`` (else an error naming it)."""
+    if indices is None or isinstance(indices, (str, bytes)):
+        raise TypeError(f"`{name}` must be an integer array; got {type(indices).__name__}.")
+    idx = np.asarray(indices)
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"`{name}` must be integers; got {idx.dtype}.")
+    if idx.size == 0:
+        raise ValueError(f"`{name}` must select at least one item; got shape {idx.shape}.")
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"`{name}` must lie in [0, {n}) (the number of items); got range "
+                         f"[{idx.min()}, {idx.max()}].")
+    return idx
+
+
 def _check_finite_rows(table: np.ndarray, item_indices: np.ndarray, name: str) -> None:
     """Raise ValueError naming ``items`` (and the offending indices) if an embedding is NaN/inf."""
     bad = ~np.all(np.isfinite(table), axis=1)
     if np.any(bad):
         idx = item_indices[bad]
         shown = ", ".join(str(int(i)) for i in idx[:10]) + (" ..." if idx.size > 10 else "")
-        raise ValueError(f"`items`: {idx.size} item(s) have NaN or infinite {name!r} embeddings (NaN or inf in the "
-                         f"items, or an overflow in the similarity's features): items [{shown}]. Clean them or "
-                         f"drop them first.")
+        raise ValueError(f"`items`: {idx.size} item(s) have NaN or infinite {name!r} embeddings (NaN or inf in "
+                         f"the items, labels outside the similarity's classes, or an overflow in its features): "
+                         f"items [{shown}]. Clean them or drop them first.")
 
 
 def bucket_size(n: int) -> int:
