@@ -13,7 +13,13 @@ the fraction of the machine's measured matmul FLOP/s our step reaches (FLOPs cou
 the n=64 model as the number of seeds grows; the m-sweep run one size after another vs padded.
 Ours runs with one JAX CPU device per core (set below) and shards instances over them.
 
-Run: ``python benchmarks/toy_training.py [--quick]``.
+End-to-end rows (``--end-to-end``, merged into the same results file): the collisions
+experiment at n=64, m=64/128/192/256, 16 instances, 7500 steps, as a user runs it, each a whole
+subprocess (start-up, imports, compilation, training, counts): ``toy.collisions_sweep`` in a
+plain process with a cold and then a warm persistent compilation cache, one size after another
+and padded into one program, against the reference PyTorch loop as a whole process.
+
+Run: ``python benchmarks/toy_training.py [--quick] [--end-to-end]``.
 """
 
 from __future__ import annotations
@@ -142,11 +148,102 @@ def sweep_modes(n: int, hidden, seeds: int, steps: int) -> list[dict]:
                 note="ours = sizes one after another; baseline = padded into one program; compile included")]
 
 
+_OURS_E2E = """
+import sys
+import jax
+from jaxinterp.toy import IncidentalConfig, collisions_sweep
+sizes = [int(m) for m in sys.argv[2].split(",")]
+res = collisions_sweep(jax.random.key(0), IncidentalConfig(n_features=int(sys.argv[1]), n_hidden=sizes[0],
+                       steps=int(sys.argv[3])), sizes, int(sys.argv[4]), pad=sys.argv[5] == "pad")
+print("counts", *res["count_mean"].tolist())
+"""
+
+# The reference experiment as its authors run it: one PyTorch training per m, the instance-batched
+# tied autoencoder, sum MSE + L1, AdamW (weight decay 0.01), then the polysemantic-neuron count.
+_TORCH_E2E = """
+import sys
+import torch
+n, sizes, steps, instances = int(sys.argv[1]), [int(m) for m in sys.argv[2].split(",")], int(sys.argv[3]), int(sys.argv[4])
+torch.manual_seed(0)
+counts = []
+for m in sizes:
+    W = torch.nn.Parameter(torch.randn(instances, n, m) / m ** 0.5)
+    opt = torch.optim.AdamW([W], lr=1e-3)
+    batch = torch.eye(n).expand(instances, -1, -1)
+    for _ in range(steps):
+        opt.zero_grad()
+        hidden = torch.einsum("ibf,ifh->ibh", batch, W)
+        out = torch.relu(torch.einsum("ibh,ifh->ibf", hidden, W))
+        loss = torch.nn.functional.mse_loss(out, batch, reduction="sum") + 1e-3 * torch.norm(W, p=1)
+        loss.backward()
+        opt.step()
+    a = W.detach().abs()
+    counts.append(float((((a >= 0.8) & (a <= 1.2)).sum(1) >= 2).sum(1).float().mean()))
+print("counts", *counts)
+"""
+
+
+def _whole_process(script: str, args: list[str], env: dict) -> tuple[float, list[float]]:
+    """Wall-clock seconds of ``python -c script args`` (start-up, imports and compilation included)."""
+    import subprocess
+
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
+    counts = [float(c) for line in out.stdout.splitlines() if line.startswith("counts") for c in line.split()[1:]]
+    return seconds, counts
+
+
+def end_to_end(n: int, hidden, instances: int, steps: int) -> list[dict]:
+    """Seed D's experiment as a user runs it: one whole process each, compilation included.
+
+    Ours is ``toy.collisions_sweep`` in a plain process (default JAX devices), with a cold
+    persistent compilation cache (an empty folder) and then warm (the same folder again), one
+    size after another and padded into one program; the baseline is the reference PyTorch loop.
+    """
+    import tempfile
+
+    root = str(Path(__file__).resolve().parents[1])
+    base_env = {k: v for k, v in os.environ.items()
+                if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR", "JAXINTERP_COMPILATION_CACHE")}
+    base_env["PYTHONPATH"] = root
+    args = [str(n), ",".join(map(str, hidden)), str(steps), str(instances)]
+    # one intra-op thread: on a shared, loaded machine torch's OpenMP threads spin and the
+    # default (one per core) made the reference loop several times slower than this
+    torch_s, torch_counts = _whole_process(_TORCH_E2E, args, {**base_env, "OMP_NUM_THREADS": "1"})
+    rows = []
+    case = f"end-to-end n={n} m={'/'.join(map(str, hidden))} instances={instances} steps={steps}"
+    for mode in ("sequential", "pad"):
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**base_env, "XDG_CACHE_HOME": cache}
+            for temp in ("cold", "warm"):
+                seconds, counts = _whole_process(_OURS_E2E, args + [mode], env)
+                rows.append(row(f"{case} {mode} {temp} cache", seconds, "torch reference loop, whole process",
+                                torch_s, note="whole subprocess: start-up, imports, compilation, training, counts; "
+                                "torch with OMP_NUM_THREADS=1",
+                                ours_count_mean=counts, baseline_count_mean=torch_counts))
+    return rows
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    ap.add_argument("--end-to-end", action="store_true",
+                    help="only the whole-process rows, merged into the existing results file")
+    ap.add_argument("--end-to-end-steps", type=int, default=7500,
+                    help="training steps of the end-to-end rows (the experiment: 7500)")
     args = ap.parse_args(argv)
     import torch
+
+    if args.end_to_end:
+        name = "toy_training_quick" if args.quick else "toy_training"
+        rows = (end_to_end(16, [16, 32], 4, 200) if args.quick
+                else end_to_end(64, [64, 128, 192, 256], 16, args.end_to_end_steps))
+        _merge_rows(name, rows, {"end_to_end_load_average": os.getloadavg()[0],
+                                 "end_to_end_torch_version": torch.__version__})
+        return
 
     repeats = 1 if args.quick else 3
     peak = measured_matmul_flops(n=512 if args.quick else 1024)
@@ -171,6 +268,18 @@ def main(argv=None) -> None:
               "flops_convention": "4 n^2 m per instance per step (closed-form step: W W^T and D W)",
               "defaults": "lambda=1e-3, AdamW lr=1e-3, weight decay 0.01"}
     write_results("toy_training_quick" if args.quick else "toy_training", params, rows)
+
+
+def _merge_rows(name: str, rows: list[dict], params: dict) -> None:
+    """Replace the end-to-end rows of ``results/<name>.json`` (keeping the others) and rewrite it."""
+    import json
+
+    from _common import RESULTS_DIR
+
+    path = RESULTS_DIR / f"{name}.json"
+    old = json.loads(path.read_text()) if path.exists() else {"params": {}, "rows": []}
+    kept = [r for r in old["rows"] if not r["case"].startswith("end-to-end")]
+    write_results(name, {**old["params"], **params}, kept + rows)
 
 
 if __name__ == "__main__":
