@@ -20,6 +20,7 @@ import sys
 import types
 
 from jaxinterp.capture.api import POST_SUFFIX, activation_names, capture
+from jaxinterp.capture.intervene import add_direction, intervene, mean_ablate, patch, patch_all, project_out, zero_ablate
 from jaxinterp.capture.reduce import (Reduction, TopK, channel_argmax, channel_max, channel_mean, channel_topk, last_token,
                                       token_mean)
 from jaxinterp.capture.rules import (ACTIVATIONS, DEFAULT_RULES, PIECEWISE_LINEAR, RULE_GROUPS, RULES, FunctionRule, Rule,
@@ -28,7 +29,8 @@ from jaxinterp.capture.rules import (ACTIVATIONS, DEFAULT_RULES, PIECEWISE_LINEA
 __all__ = ["POST_SUFFIX", "capture", "activation_names", "Rule", "FunctionRule", "Site", "Tap", "RULES", "RULE_GROUPS",
            "ACTIVATIONS", "DEFAULT_RULES",
            "PIECEWISE_LINEAR", "register_rule", "Reduction", "TopK", "channel_mean", "channel_max", "channel_argmax",
-           "channel_topk", "token_mean", "last_token"]
+           "channel_topk", "token_mean", "last_token", "intervene", "zero_ablate", "mean_ablate", "patch", "patch_all",
+           "project_out", "add_direction"]
 
 
 class _CallableModule(types.ModuleType):

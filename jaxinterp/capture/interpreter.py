@@ -50,6 +50,7 @@ class Options:
     rules: tuple[Rule | FunctionRule, ...]
     want_modules: bool = False
     promote: Any = None
+    edits: Any = None  # {(scope, label, occurrence, "pre" | "post"): edit function}; see ``intervene``
 
     @functools.cached_property
     def primitives(self) -> frozenset[str]:
@@ -165,6 +166,14 @@ class Interpreter:
         self.options = options
         self.records: list[Record] = []
         self._quiet = 0  # > 0 inside a call of a ruled function: its inner taps are not recorded
+        self._seen: dict[tuple, int] = {}  # (scope, label) -> records so far (the occurrence of the next)
+
+    def _edit(self, scope: str, label: str | None, which: str):
+        """The edit of the next record with this scope and label (``which``: "pre" / "post"), or None."""
+        edits = self.options.edits
+        if not edits or self._quiet:
+            return None
+        return edits.get((scope, label, self._seen.get((scope, label), 0), which))
 
     # -- values ----------------------------------------------------------------------------------
     def _promoted(self, val: Any) -> Any:
@@ -196,8 +205,12 @@ class Interpreter:
         scope_of: dict[Any, str] = {}
         known: dict[Any, float] = {}
 
+        override: dict[Any, Any] = {}  # edited inputs of the ruled function call being evaluated
+
         def read(atom):
-            return self._promoted(atom.val) if isinstance(atom, jex_core.Literal) else env[atom]
+            if isinstance(atom, jex_core.Literal):
+                return self._promoted(atom.val)
+            return override.get(atom, env[atom]) if override else env[atom]
 
         def known_of(atom):
             return uniform_value(atom.val) if isinstance(atom, jex_core.Literal) else known.get(atom)
@@ -224,24 +237,45 @@ class Interpreter:
             sub = dict(site=site, scopes=[scope(v, site) for v in eqn.invars],
                        known=[known_of(v) for v in eqn.invars], function=_function_name(eqn, function))
             if i in starts:
-                self._quiet += 1
+                self._start_call(starts[i], jaxpr, prefix, env, override, scope)
+                invals = [read(v) for v in eqn.invars]
             with self._context(eqn, site):
                 outs = self._eqn(eqn, invals, **sub)
             for var, val in zip(eqn.outvars, outs):
-                env[var], scope_of[var] = val, site
                 if eqn.primitive.name in _VALUE_PRESERVING and sub["known"] and sub["known"][0] is not None:
                     known[var] = sub["known"][0]
                 for mod in module_uses.get(var, ()):
-                    self.records.append(Record(mod, None, val))
+                    if (edit := self._edit(mod, None, "pre")) is not None:
+                        val = edit(val)
+                    self._append(Record(mod, None, val))
+                env[var], scope_of[var] = val, site
             if i in ends:
-                self._quiet -= 1
-                c = ends[i]
-                self._record(Tap(c.label, env[c.invar], env[c.outvar]), tap_scope(scope(c.invar, site), site))
+                self._end_call(ends.pop(i), env, override, eqn_site(eqn, prefix), scope)
         return [read(v) for v in jaxpr.outvars]
 
+    def _start_call(self, c: Call, jaxpr, prefix: str, env: dict, override: dict, scope) -> None:
+        """Enter a ruled function call: its inner taps go unrecorded; an input edit applies inside it."""
+        site = eqn_site(jaxpr.eqns[c.end], prefix)
+        edit = self._edit(tap_scope(scope(c.invar, site), site), c.label, "pre")
+        if edit is not None:
+            override[c.invar] = edit(env[c.invar])
+        self._quiet += 1
+
+    def _end_call(self, c: Call, env: dict, override: dict, site: str, scope) -> None:
+        self._quiet -= 1
+        pre = override.pop(c.invar, env[c.invar])
+        tap_site = tap_scope(scope(c.invar, site), site)
+        if (edit := self._edit(tap_site, c.label, "post")) is not None:
+            env[c.outvar] = edit(env[c.outvar])
+        self._record(Tap(c.label, pre, env[c.outvar]), tap_site)
+
     def _record(self, tap: Tap, scope: str) -> None:
+        self._append(Record(scope, tap.label, tap.pre, tap.post))
+
+    def _append(self, rec: Record) -> None:
         if not self._quiet:
-            self.records.append(Record(scope, tap.label, tap.pre, tap.post))
+            self.records.append(rec)
+            self._seen[rec.key] = self._seen.get(rec.key, 0) + 1
 
     def _eqn(self, eqn, invals, *, site, scopes, known, function):
         name = eqn.primitive.name
@@ -257,18 +291,38 @@ class Interpreter:
             return self._scan(eqn, invals, site, scopes, known, function)
         outs = self._bind(eqn, invals)
         if name in self.options.primitives:
-            self._tap(Site(name, eqn.params, invals, outs, known, function), site, scopes)
+            outs = self._tap(eqn, Site(name, eqn.params, invals, outs, known, function), site, scopes)
         return outs
 
-    def _tap(self, site_info: Site, site: str, scopes: Sequence[str]) -> None:
+    def _match(self, site_info: Site) -> list[Tap]:
         for rule in self.options.rules:
-            if not isinstance(rule, Rule) or site_info.primitive not in rule.primitives:
-                continue
-            taps = rule.match(site_info)
-            if taps:
-                for tap in taps:
-                    self._record(tap, tap_scope(scopes[tap.source], site))
-                return
+            if isinstance(rule, Rule) and site_info.primitive in rule.primitives:
+                taps = rule.match(site_info)
+                if taps:
+                    return taps
+        return []
+
+    def _tap(self, eqn, site_info: Site, site: str, scopes: Sequence[str]) -> list:
+        """Record the taps of one equation, applying edits; returns the equation's (edited) outputs."""
+        taps = self._match(site_info)
+        outs = list(site_info.outvals)
+        if taps and (edit := self._edit(tap_scope(scopes[taps[0].source], site), taps[0].label, "pre")):
+            j = taps[0].source
+            if taps[0].pre is not site_info.invals[j]:
+                raise ValueError(f"only the output of a {taps[0].label!r} tap can be edited (its recorded value "
+                                 "is not one of the equation's inputs); edit '<name>:post' instead.")
+            invals = list(site_info.invals)
+            invals[j] = edit(invals[j])
+            outs = self._bind(eqn, invals)
+            site_info = dataclasses.replace(site_info, invals=invals, outvals=outs)
+            taps = self._match(site_info)
+        for tap in taps:
+            scope = tap_scope(scopes[tap.source], site)
+            if tap.post is not None and tap.post is outs[0] and (edit := self._edit(scope, tap.label, "post")):
+                outs[0] = edit(outs[0])
+                tap = tap._replace(post=outs[0])
+            self._record(tap, scope)
+        return outs
 
     @staticmethod
     def _context(eqn, site: str):
@@ -285,10 +339,10 @@ class Interpreter:
         """Outputs from the original custom-derivative call; records from evaluating its body.
 
         When promoting dtypes, the body itself gives the outputs (the call's rule is typed for the
-        program's original dtypes).
+        program's original dtypes), and so it does when editing activations (the edits are in it).
         """
         body, body_consts = jaxpr_of(_custom_body(eqn))
-        if self.options.promote is not None:
+        if self.options.promote is not None or self.options.edits:
             return self.run(body, body_consts, invals, site, scopes, known, function)
         outs = self._bind(eqn, invals)
         if self.options.want_modules or self.options.functions or contains(body, self.options.primitives):
@@ -311,7 +365,7 @@ class Interpreter:
         meta: list[tuple[str, str | None, bool]] = []
 
         def step(carry, x):
-            inner = Interpreter(self.options)
+            inner = Interpreter(dataclasses.replace(self.options, edits=None))
             inner._quiet = self._quiet
             outs = inner.run(body, body_consts, [*consts, *carry, *x], site, scopes, body_known, function)
             meta[:] = [(r.scope, r.label, r.post is not None) for r in inner.records]
@@ -321,5 +375,5 @@ class Interpreter:
         carry, (ys, recs) = jax.lax.scan(step, list(init), list(xs), length=p["length"],
                                          reverse=p["reverse"], unroll=p.get("unroll", 1))
         for (scope, label, has_post), vals in zip(meta, recs):
-            self.records.append(Record(scope, label, vals[0], vals[1] if has_post else None))
+            self._append(Record(scope, label, vals[0], vals[1] if has_post else None, stacked=True))
         return [*carry, *ys]

@@ -36,6 +36,11 @@ class Record:
     label: str | None  # last name component of a tap ("relu", "abs", ...); None for a module output
     pre: Any
     post: Any = None
+    stacked: bool = False  # recorded inside a scanned body (values stacked over steps)
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return self.scope, self.label
 
     @property
     def is_tap(self) -> bool:

@@ -127,7 +127,8 @@ class FunctionRule:
 
 
 def _shaped(site: Site, value: Any) -> Any:
-    return jnp.broadcast_to(value, site.outvals[0].shape)
+    shape = site.outvals[0].shape
+    return value if jnp.shape(value) == shape else jnp.broadcast_to(value, shape)
 
 
 def _difference(site: Site, a: int, b: int) -> Any:
