@@ -151,3 +151,13 @@ def float32_if_half(x):
     if dtype is not None and np.dtype(dtype).name in ("float16", "bfloat16"):
         return x.astype(np.float32) if isinstance(x, np.ndarray) else jax.numpy.asarray(x, jax.numpy.float32)
     return x
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """Return an integer seed as int, raising TypeError for non-integers (floats, strings, None,
+    bools) and ValueError for negative seeds (numpy's generators refuse them)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"`{name}` must be a non-negative int; got {type(seed).__name__} {seed!r}.")
+    if seed < 0:
+        raise ValueError(f"`{name}` must be >= 0; got {seed}.")
+    return int(seed)

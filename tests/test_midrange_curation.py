@@ -10,6 +10,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from jaxinterp import midrange
+from jaxinterp.midrange import curation
 
 
 def _cue_problem(per_class=100, cue_each=10, seed=0):
@@ -46,7 +47,7 @@ def _reference_bins(logits, labels, n_bins, reference):
 @pytest.mark.parametrize("n_bins", [4, 10])
 def test_cross_class_bins_match_a_loop(reference, n_bins):
     logits, y, _ = _cue_problem(seed=1)
-    bins, edges = midrange.cross_class_bins(logits, y, n_bins=n_bins, reference=reference)
+    bins, edges = curation.cross_class_bins(logits, y, n_bins=n_bins, reference=reference)
     np.testing.assert_array_equal(bins, _reference_bins(logits.astype(np.float64), y, n_bins, reference))
     assert edges.shape == (3, n_bins + 1)
 
@@ -80,7 +81,7 @@ def test_own_class_rule_removes_the_minority(key):
 def test_balanced_draw_is_balanced_and_from_the_pool(key):
     y = np.array([0] * 50 + [1] * 30 + [2] * 5)
     pool = np.arange(85) % 2 == 0
-    idx = midrange.balanced_draw(y, pool, 10, key=key, n_classes=3)
+    idx = curation.balanced_draw(y, pool, 10, key=key, n_classes=3)
     assert pool[idx].all() and len(set(idx)) == len(idx)
     np.testing.assert_array_equal(np.bincount(y[idx], minlength=3), [10, 10, 3])
 

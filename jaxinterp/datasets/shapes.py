@@ -25,7 +25,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxinterp._validation import check_in_range, check_positive_int, check_rank, check_same_leading
+from jaxinterp._validation import (
+    check_finite, check_integer_labels, check_positive_int, check_rank, check_real, check_same_leading, check_seed,
+)
 
 SHAPE_NAMES = ("square", "ellipse", "heart")
 BANDS = ((0.0, 0.3), (0.35, 0.65), (0.7, 1.0))
@@ -128,17 +130,28 @@ def render_shapes(
 
     Returns:
       float32 ``[n, size, size, 1]`` images in [0, 1].
+
+    Raises:
+      TypeError: non-integer ``shape``; a non-numeric position, scale or rotation.
+      ValueError: empty or mismatched arrays, shape ids outside [0, 3), non-finite values,
+        positions outside [0, 1], scales outside (0, 1], ``size`` below 8.
     """
-    size = check_positive_int(size, "size")
+    size = _check_size(size)
     supersample = check_positive_int(supersample, "supersample")
-    if size < 8:
-        raise ValueError(f"`size` must be >= 8 pixels; got {size}.")
-    arrays = {"shape": shape, "x_pos": x_pos, "y_pos": y_pos, "scale": scale, "rotation": rotation}
-    for name, a in arrays.items():
+    shape = check_integer_labels(shape, "shape")
+    bounds = {"x_pos": (0.0, 1.0), "y_pos": (0.0, 1.0), "scale": (0.0, 1.0), "rotation": (-np.inf, np.inf)}
+    for name, a in zip(bounds, (x_pos, y_pos, scale, rotation)):
+        if a is None or isinstance(a, str) or not np.issubdtype(np.asarray(a).dtype, np.number):
+            raise TypeError(f"`{name}` must be a numeric array [n]; got {type(a).__name__}.")
         check_rank(a, name, 1)
         check_same_leading("shape", shape, name, a)
-    shape = np.asarray(shape)
-    if shape.size and (shape.min() < 0 or shape.max() >= N_SHAPES):
+        check_finite(a, name)
+        lo, hi = bounds[name]
+        a = np.asarray(a)
+        if a.min() < lo or a.max() > hi or (name == "scale" and a.min() <= 0):
+            interval = "(0, 1]" if name == "scale" else f"[{lo}, {hi}]"
+            raise ValueError(f"`{name}` must lie in {interval}; got values in [{a.min()}, {a.max()}].")
+    if shape.max() >= N_SHAPES:
         raise ValueError(f"`shape` must lie in [0, {N_SHAPES}); got values in [{shape.min()}, {shape.max()}].")
     radius = _MAX_RADIUS * size * np.asarray(scale, np.float64)
     margin = _EXTENT * _MAX_RADIUS * size
@@ -159,6 +172,24 @@ def render_shapes(
     return img[..., None].astype(np.float32)
 
 
+def _check_size(size) -> int:
+    size = check_positive_int(size, "size")
+    if size < 8:
+        raise ValueError(f"`size` must be >= 8 pixels; got {size}.")
+    return size
+
+
+def _check_fractions(fractions, name: str = "fractions") -> list[float]:
+    """A fraction or a non-empty 1-D sequence of fractions in [0, 1], as a list of floats."""
+    arr = None if fractions is None or isinstance(fractions, str) else np.asarray(fractions)
+    if arr is None or not (np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.bool_)):
+        raise TypeError(f"`{name}` must be a number or a 1-D array of numbers in [0, 1]; got {fractions!r:.60}.")
+    check_rank(arr, name, (0, 1))
+    if arr.size == 0:
+        raise ValueError(f"`{name}` must hold at least one fraction; got shape {arr.shape}.")
+    return [check_real(f, name, low=0.0, high=1.0) for f in np.atleast_1d(arr)]
+
+
 def _nuisances(rng: np.random.Generator, n: int, max_rotation: float):
     """y position, scale and rotation, independent of shape and band."""
     y_pos = rng.uniform(0.0, 1.0, n)
@@ -168,7 +199,6 @@ def _nuisances(rng: np.random.Generator, n: int, max_rotation: float):
 
 
 def _assemble(rng, y, band, biased, size, max_rotation) -> ShapesData:
-    check_in_range(max_rotation, "max_rotation", 0.0, np.pi)
     n = len(y)
     lo = np.array([b[0] for b in BANDS])[band]
     hi = np.array([b[1] for b in BANDS])[band]
@@ -182,6 +212,13 @@ def _assemble(rng, y, band, biased, size, max_rotation) -> ShapesData:
         x_pos=x_pos.astype(f32), y_pos=y_pos.astype(f32), scale=scale.astype(f32),
         rotation=rotation.astype(f32),
     )
+
+
+def _check_common(seed, size, max_rotation) -> int:
+    """Validate the arguments every sampler shares; return the seed."""
+    _check_size(size)
+    check_real(max_rotation, "max_rotation", low=0.0, high=np.pi)
+    return check_seed(seed)
 
 
 def _balanced_labels(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
@@ -210,8 +247,8 @@ def make_shapes(
       A ``ShapesData``; ``biased`` marks the biased samples (exactly ``round(f * n)``).
     """
     n = check_positive_int(n, "n")
-    f = check_in_range(bias_fraction, "bias_fraction", 0.0, 1.0)
-    rng = np.random.default_rng(seed)
+    f = check_real(bias_fraction, "bias_fraction", low=0.0, high=1.0)
+    rng = np.random.default_rng(_check_common(seed, size, max_rotation))
     y = _balanced_labels(rng, n, N_SHAPES)
     biased = np.zeros(n, bool)
     biased[rng.permutation(n)[: int(round(f * n))]] = True
@@ -229,7 +266,18 @@ def sweep_sizes(fractions, n: int, schedule: str = "fixed") -> list[tuple[int, i
     (O'Mahony et al.'s dSprites split): the larger of the two parts has ``n`` samples and the
     smaller is cut to the ratio ``f : 1 - f``, so the set has ``n / max(f, 1 - f)`` samples
     (``n`` at f = 0 and 1, ``2 n`` at f = 0.5).
+
+    Args:
+      fractions: a bias fraction or a 1-D sequence of them, in [0, 1].
+      n: set size (``"fixed"``) or size of the larger part (``"authors"``).
+      schedule: ``"fixed"`` or ``"authors"``.
+
+    Raises:
+      TypeError: non-numeric ``fractions``, non-integer ``n``.
+      ValueError: fractions outside [0, 1], none at all, ``n < 1``, an unknown schedule.
     """
+    fractions = _check_fractions(fractions)
+    n = check_positive_int(n, "n")
     if schedule not in SIZE_SCHEDULES:
         raise ValueError(f"`schedule` must be one of {SIZE_SCHEDULES}; got {schedule!r}.")
     out = []
@@ -262,7 +310,7 @@ def bias_sweep(
     samples that switch pools, which makes accuracy-vs-f curves smoother than independent draws.
 
     Args:
-      fractions: bias fractions in [0, 1].
+      fractions: bias fractions in [0, 1] (a single fraction gives a sweep of one set).
       n: samples per set (``"fixed"``), or size of the larger part (``"authors"``).
       seed: seed of both pools and of the orders.
       size: image size in pixels.
@@ -274,7 +322,8 @@ def bias_sweep(
       balanced within each pool, not necessarily within the mixture).
     """
     n = check_positive_int(n, "n")
-    fractions = [check_in_range(f, "fractions", 0.0, 1.0) for f in np.atleast_1d(fractions)]
+    fractions = _check_fractions(fractions)
+    _check_common(seed, size, max_rotation)
     sizes = sweep_sizes(fractions, n, schedule)
     s_biased, s_unbiased, s_order = _seeds(seed, 3)
     kw = dict(size=size, max_rotation=max_rotation)
@@ -314,8 +363,8 @@ def make_shape_groups(
       A ``ShapesData`` whose ``biased`` field marks aligned samples.
     """
     n = check_positive_int(n, "n")
-    a = check_in_range(aligned_fraction, "aligned_fraction", 0.0, 1.0)
-    rng = np.random.default_rng(seed)
+    a = check_real(aligned_fraction, "aligned_fraction", low=0.0, high=1.0)
+    rng = np.random.default_rng(_check_common(seed, size, max_rotation))
     if balanced:
         group = _balanced_labels(rng, n, N_GROUPS)
         y, band = group // N_BANDS, group % N_BANDS
@@ -353,7 +402,10 @@ def load_shapes_bias(
     Returns:
       ``(train, test)``; ``train`` has exactly ``round(f * n_train)`` biased samples.
     """
-    s_train, s_test = _seeds(seed, 2)
+    check_real(bias_fraction, "bias_fraction", low=0.0, high=1.0)
+    for name, value in (("n_train", n_train), ("n_test", n_test)):
+        check_positive_int(value, name)
+    s_train, s_test = _seeds(_check_common(seed, size, max_rotation), 2)
     kw = dict(size=size, max_rotation=max_rotation)
     train = make_shapes(n_train, bias_fraction=bias_fraction, seed=s_train, **kw)
     test = make_shapes(n_test, bias_fraction=0.0, seed=s_test, **kw)
@@ -382,7 +434,10 @@ def load_shapes_groups(
     Returns:
       A ``GroupBenchmark`` with 3 classes and 9 groups.
     """
-    s_train, s_val, s_test = _seeds(seed, 3)
+    check_real(aligned_fraction, "aligned_fraction", low=0.0, high=1.0)
+    for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        check_positive_int(value, name)
+    s_train, s_val, s_test = _seeds(_check_common(seed, size, max_rotation), 3)
     kw = dict(size=size, max_rotation=max_rotation)
     return GroupBenchmark(
         train=make_shape_groups(n_train, aligned_fraction=aligned_fraction, seed=s_train, **kw),

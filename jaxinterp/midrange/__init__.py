@@ -20,13 +20,15 @@ from jaxinterp.midrange.stats import (
     encode_attribute, mutual_information, unit_attribute_scores,
 )
 
+# Building blocks (bin_counts, cross_class_bins, midrange_candidates, class_logit_quantiles,
+# balanced_draw, check_labels, encode_attribute, bin_frequencies, standardize) stay importable
+# from their modules; the public surface is the functions a user calls.
 __all__ = [
-    "C_OPTIONS", "DEFAULT_METHODS", "DFR", "RULES", "Curation", "balanced_draw", "check_labels", "cross_class_bins",
-    "curate", "dfr_fit", "dfr_logits", "dfr_predict", "midrange_candidates",
-    "METHODS", "AttributeStats", "ChiSquare", "GroupMetrics", "LastLayer", "MethodResult", "RangeAnalysis",
-    "Split", "UnitScores", "assign_bins", "attribute_stats", "balanced_group_indices", "bin_counts",
-    "bin_edges", "bin_exemplars", "bin_frequencies", "chi_square", "class_logit_quantiles", "compare_methods",
-    "contingency_table", "direction_values", "encode_attribute", "fit_last_layer", "group_metrics",
-    "last_layer_logits", "midrange_mask", "mutual_information", "range_analysis", "standardize",
+    "C_OPTIONS", "DEFAULT_METHODS", "METHODS", "RULES",
+    "AttributeStats", "ChiSquare", "Curation", "DFR", "GroupMetrics", "LastLayer", "MethodResult", "RangeAnalysis",
+    "Split", "UnitScores",
+    "assign_bins", "attribute_stats", "balanced_group_indices", "bin_edges", "bin_exemplars", "chi_square",
+    "compare_methods", "contingency_table", "curate", "dfr_fit", "dfr_logits", "dfr_predict", "direction_values",
+    "fit_last_layer", "group_metrics", "last_layer_logits", "midrange_mask", "mutual_information", "range_analysis",
     "unit_attribute_scores",
 ]

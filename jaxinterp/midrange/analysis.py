@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxinterp._validation import check_finite, check_positive_int, check_rank
+from jaxinterp._validation import check_finite, check_key, check_positive_int, check_rank
 from jaxinterp.midrange.binning import (
     assign_bins, bin_counts, bin_edges, bin_exemplars, check_attribute, check_values,
 )
@@ -54,7 +54,8 @@ def range_analysis(
       n_bins: number of bins (at most ``n``).
       method: ``"quantile"`` or ``"uniform"`` bins (ignored when ``edges`` is given).
       edges: optional ``[n_bins + 1]`` precomputed edges, e.g. quantiles from
-        ``jaxinterp.stream(..., quantiles=...)`` over a dataset too large to hold.
+        ``jaxinterp.stream(..., quantiles=...)`` over a dataset too large to hold; values
+        outside them fall in the first or last bin. ``None`` (the default): edges from ``values``.
       n_exemplars: inputs sampled per bin.
       key: PRNG key for the exemplars.
 
@@ -62,13 +63,17 @@ def range_analysis(
       A ``RangeAnalysis`` (numpy arrays).
 
     Raises:
-      ValueError: fewer samples than bins, constant values, an attribute of the wrong length.
+      ValueError: fewer samples than bins, constant or non-finite values, an attribute of the
+        wrong length, non-finite or decreasing edges.
+      TypeError: a raw uint32 ``key``.
     """
     n_bins = check_positive_int(n_bins, "n_bins")
+    check_key(key)
     check_values(values, n_bins=n_bins)
     attributes = dict(attributes or {})
     for name, attr in attributes.items():
         check_attribute(attr, values, name=f"attributes[{name!r}]")
+    n_exemplars = check_positive_int(n_exemplars, "n_exemplars")
     if edges is None:
         edges = bin_edges(values, n_bins, method=method)
     else:
@@ -78,7 +83,7 @@ def range_analysis(
             raise ValueError(f"`edges` must have shape ({n_bins + 1},) for n_bins={n_bins}; got {np.shape(edges)}.")
         method = "given"
     bins = assign_bins(values, edges)
-    k = min(check_positive_int(n_exemplars, "n_exemplars"), int(np.shape(values)[0]))
+    k = min(n_exemplars, int(np.shape(values)[0]))
     stats = {name: attribute_stats(bins, attr, n_bins) for name, attr in attributes.items()}
     return RangeAnalysis(
         edges=np.asarray(edges), bins=np.asarray(bins), counts=np.asarray(bin_counts(bins, n_bins)),

@@ -14,7 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp._validation import check_finite, check_positive_int, check_rank, check_same_leading, is_concrete
+from jaxinterp._validation import (
+    check_finite, check_integer_labels, check_key, check_nonempty, check_positive_int, check_rank, check_same_leading,
+    is_concrete,
+)
 
 METHODS = ("quantile", "uniform")
 
@@ -81,6 +84,8 @@ def assign_bins(values, edges) -> jax.Array:
       int32 ``[n]``; equals ``np.digitize(values, edges[1:-1])``.
     """
     check_rank(values, "values", 1)
+    check_nonempty(values, "values")
+    check_finite(values, "values")
     check_rank(edges, "edges", 1)
     check_finite(edges, "edges")
     if np.shape(edges)[0] < 2:
@@ -90,9 +95,23 @@ def assign_bins(values, edges) -> jax.Array:
     return _assign(jnp.asarray(values), jnp.asarray(edges))
 
 
+def check_bins(bins, n_bins: int, name: str = "bins"):
+    """Raise unless ``bins`` holds integer bin ids in ``[0, n_bins)`` ``[n]`` (only the rank and
+    dtype of a tracer are checked)."""
+    if not is_concrete(bins):
+        check_rank(bins, name, 1)
+        if not jnp.issubdtype(bins.dtype, jnp.integer):
+            raise TypeError(f"`{name}` must hold integer bin ids; got dtype {bins.dtype}.")
+        return bins
+    arr = check_integer_labels(bins, name)
+    if arr.max() >= n_bins:
+        raise ValueError(f"`{name}` must lie in [0, n_bins={n_bins}); got maximum {arr.max()}.")
+    return arr
+
+
 def bin_counts(bins, n_bins: int) -> jax.Array:
     """Number of inputs ``[n_bins]`` in each bin."""
-    check_rank(bins, "bins", 1)
+    check_bins(bins, check_positive_int(n_bins, "n_bins"))
     return jnp.bincount(jnp.asarray(bins), length=check_positive_int(n_bins, "n_bins"))
 
 
@@ -119,17 +138,25 @@ def bin_exemplars(bins, n_bins: int, k: int = 8, *, key: jax.Array) -> jax.Array
 
     Returns:
       int32 ``[n_bins, k]`` dataset indices; ``-1`` pads bins holding fewer than ``k`` inputs.
+
+    Raises:
+      TypeError: non-integer ``bins``, a raw uint32 ``key``.
+      ValueError: empty ``bins``, ids outside ``[0, n_bins)``, ``k`` outside ``[1, n]``.
     """
-    check_rank(bins, "bins", 1)
     n_bins = check_positive_int(n_bins, "n_bins")
-    k = check_positive_int(k, "k", maximum=max(int(np.shape(bins)[0]), 1), maximum_name="number of inputs")
+    check_bins(bins, n_bins)
+    k = check_positive_int(k, "k", maximum=int(np.shape(bins)[0]), maximum_name="number of inputs")
+    check_key(key)
     return _exemplars(jnp.asarray(bins, jnp.int32), key, n_bins, k).astype(jnp.int32)
 
 
 def direction_values(features, direction, *, normalize: bool = True) -> jax.Array:
     """Projection ``[n]`` of features ``[n, d]`` on a direction ``[d]`` (unit-normalised by default)."""
     check_rank(features, "features", 2)
+    check_nonempty(features, "features")
+    check_finite(features, "features")
     check_rank(direction, "direction", 1)
+    check_finite(direction, "direction")
     if np.shape(direction)[0] != np.shape(features)[1]:
         raise ValueError(f"`direction` must have shape ({np.shape(features)[1]},) to match `features` "
                          f"{tuple(np.shape(features))}; got {tuple(np.shape(direction))}.")
@@ -142,7 +169,15 @@ def direction_values(features, direction, *, normalize: bool = True) -> jax.Arra
     return jnp.asarray(features) @ d
 
 
-def check_attribute(attribute, values, name: str = "attribute") -> None:
-    """Raise ValueError unless ``attribute`` is 1-D with one entry per value."""
+def check_attribute(attribute, values, name: str = "attribute", values_name: str = "values") -> None:
+    """Raise unless ``attribute`` is 1-D categorical values, one per entry of ``values``, without NaN.
+
+    Any categorical values are accepted (ints, negative ints, floats, strings, bools); NaN is
+    refused (it is no category: each NaN would count as its own value).
+    """
+    if attribute is None or isinstance(attribute, str):
+        raise TypeError(f"`{name}` must be an array of categorical values [n]; got {type(attribute).__name__}.")
     check_rank(attribute, name, 1)
-    check_same_leading("values", values, name, attribute)
+    check_same_leading(values_name, values, name, attribute)
+    check_nonempty(attribute, name)
+    check_finite(attribute, name)

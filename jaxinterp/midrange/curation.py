@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp._validation import (
-    check_finite, check_in_range, check_positive_int, check_rank, check_same_leading, is_concrete,
+    check_finite, check_key, check_nonempty, check_positive_int, check_rank, check_real, check_same_leading,
+    is_concrete,
 )
 
 RULES = ("cross_class", "own_class")
@@ -87,6 +88,7 @@ def check_labels(labels, name: str = "labels", *, n_classes: int | None = None) 
 
 def _check(logits, labels) -> int:
     check_rank(logits, "logits", 2)
+    check_nonempty(logits, "logits")
     check_same_leading("logits", logits, "labels", labels)
     check_finite(logits, "logits")
     n_classes = int(np.shape(logits)[1])
@@ -130,8 +132,8 @@ def midrange_mask(logits, labels, *, low: float = 0.25, high: float = 0.75) -> j
     Returns:
       bool ``[n]`` selection mask.
     """
-    low = check_in_range(low, "low", 0.0, 1.0)
-    high = check_in_range(high, "high", 0.0, 1.0)
+    low = check_real(low, "low", low=0.0, high=1.0)
+    high = check_real(high, "high", low=0.0, high=1.0)
     if not low < high:
         raise ValueError(f"`low` must be below `high`; got low={low}, high={high}.")
     q = class_logit_quantiles(logits, labels, [low, high])
@@ -247,6 +249,10 @@ def curate(
 
     Returns:
       A ``Curation``.
+
+    Raises:
+      TypeError: non-integer ``labels``, a raw uint32 ``key``, a non-numeric ``rest_ratio``.
+      ValueError: empty or non-finite ``logits``, labels outside the logits' classes, lengths differ.
     """
     if rule not in RULES:
         raise ValueError(f"`rule` must be one of {RULES}; got {rule!r}.")
@@ -256,7 +262,8 @@ def curate(
         mask = np.asarray(midrange_mask(logits, labels, low=low, high=high))
         return Curation(np.flatnonzero(mask), mask, np.full(n, -1, np.int32), np.zeros((n, 0), np.int32),
                         np.zeros((0, n_bins + 1)))
-    rest_ratio = check_in_range(rest_ratio, "rest_ratio", 0.0, 100.0)
+    rest_ratio = check_real(rest_ratio, "rest_ratio", low=0.0, high=100.0)
+    check_key(key)
     candidates, cue, bins, edges = midrange_candidates(logits, labels, n_bins=n_bins, select=select,
                                                        reference=reference)
     per_class = int(np.ceil(rest_ratio * candidates.sum() / n_classes))

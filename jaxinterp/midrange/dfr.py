@@ -23,11 +23,16 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from jaxinterp._validation import check_finite, check_positive_int, check_rank, check_same_leading
+from jaxinterp._validation import (
+    check_finite, check_key, check_nonempty, check_positive_int, check_rank, check_real, check_same_leading,
+)
 from jaxinterp.keys import named_key
 from jaxinterp.midrange.curation import check_labels
 
-__all__ = ["C_OPTIONS", "DFR", "dfr_fit", "dfr_logits", "dfr_predict", "liblinear_l1"]
+__all__ = ["C_OPTIONS", "DFR", "dfr_fit", "dfr_logits", "dfr_predict"]
+
+#: standardised features beyond this magnitude make liblinear freeze (scikit-learn refuses them)
+_MAX_Z = 1e15
 
 #: The reference's grid of inverse L1 strengths.
 C_OPTIONS = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
@@ -125,9 +130,16 @@ def dfr_fit(train_features, features, labels, groups, *, key: jax.Array, C_optio
 
     Returns:
       A ``DFR``.
+
+    Raises:
+      TypeError: non-integer ``labels`` or ``groups``, a raw uint32 ``key``.
+      ValueError: empty or non-finite features, widths or lengths that differ, ids beyond
+        ``n_classes``/``n_groups``, ``C_options`` not positive, ``features`` more than 1e15
+        training standard deviations from the training mean (liblinear cannot fit them).
     """
     for name, a in (("train_features", train_features), ("features", features)):
         check_rank(a, name, 2)
+        check_nonempty(a, name)
         check_finite(a, name)
     if np.shape(train_features)[1] != np.shape(features)[1]:
         raise ValueError(f"`train_features` and `features` must have the same width; got "
@@ -136,9 +148,11 @@ def dfr_fit(train_features, features, labels, groups, *, key: jax.Array, C_optio
     check_labels(groups, "groups")
     check_same_leading("features", features, "labels", labels)
     check_same_leading("features", features, "groups", groups)
-    if len(C_options) == 0 or not all(float(c) > 0 for c in C_options):
-        raise ValueError(f"`C_options` must be a non-empty sequence of positive numbers; got {C_options}.")
+    if isinstance(C_options, str) or len(C_options) == 0:
+        raise ValueError(f"`C_options` must be a non-empty sequence of positive numbers; got {C_options!r}.")
+    C_options = [check_real(c, "C_options", low=0.0, open_low=True) for c in C_options]
     n_retrains = check_positive_int(n_retrains, "n_retrains")
+    check_key(key)
     x, y, g = np.asarray(features, np.float64), np.asarray(labels), np.asarray(groups)
     n_classes = int(n_classes or y.max() + 1)
     n_groups = int(n_groups or g.max() + 1)
@@ -148,6 +162,9 @@ def dfr_fit(train_features, features, labels, groups, *, key: jax.Array, C_optio
     C = float(C_options[int(np.argmax(worst))])
     mean, scale = _standardize(np.asarray(train_features, np.float64))
     z = (x - mean) / scale
+    if np.max(np.abs(z)) > _MAX_Z:
+        raise ValueError(f"`features` lie up to {np.max(np.abs(z)):.3g} standard deviations of `train_features` "
+                         f"from their mean (more than {_MAX_Z:g}); the two sets are not on one scale.")
     fits = [liblinear_l1(z[idx], y[idx], C, n_classes)
             for idx in (_balanced(g, named_key(key, "retrain", i), n_groups) for i in range(n_retrains))]
     coef = np.mean([w for w, _ in fits], axis=0)
@@ -155,14 +172,28 @@ def dfr_fit(train_features, features, labels, groups, *, key: jax.Array, C_optio
     return DFR(mean, scale, coef, intercept, C, worst)
 
 
-def dfr_logits(dfr: DFR, features) -> np.ndarray:
-    """Decision values ``[n, k]`` of a DFR layer (``k = 1`` for two classes: class 1 iff > 0)."""
+def _standardized(dfr: DFR, features) -> np.ndarray:
     check_rank(features, "features", 2)
+    check_nonempty(features, "features")
+    check_finite(features, "features")
     if np.shape(features)[1] != dfr.mean.shape[0]:
         raise ValueError(f"`features` must have {dfr.mean.shape[0]} columns; got shape {np.shape(features)}.")
-    return ((np.asarray(features, np.float64) - dfr.mean) / dfr.scale) @ dfr.coef.T + dfr.intercept
+    return (np.asarray(features, np.float64) - dfr.mean) / dfr.scale
+
+
+def dfr_logits(dfr: DFR, features) -> np.ndarray:
+    """Decision values ``[n, k]`` of a DFR layer (``k = 1`` for two classes: class 1 iff > 0).
+
+    Raises:
+      ValueError: ``features`` not ``[n, d]`` with the fitted width, empty or non-finite.
+    """
+    return _standardized(dfr, features) @ dfr.coef.T + dfr.intercept
 
 
 def dfr_predict(dfr: DFR, features) -> np.ndarray:
-    """Predicted classes ``[n]`` of a DFR layer."""
-    return _predict(((np.asarray(features, np.float64) - dfr.mean) / dfr.scale), dfr.coef, dfr.intercept)
+    """Predicted classes ``[n]`` of a DFR layer.
+
+    Raises:
+      ValueError: ``features`` not ``[n, d]`` with the fitted width, empty or non-finite.
+    """
+    return _predict(_standardized(dfr, features), dfr.coef, dfr.intercept)

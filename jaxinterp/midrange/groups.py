@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from jaxinterp._validation import check_positive_int, check_same_leading
+from jaxinterp._validation import check_integer_labels, check_key, check_positive_int, check_same_leading
 from jaxinterp.midrange.curation import check_labels
 
 
@@ -82,8 +82,13 @@ def balanced_group_indices(groups, *, key: jax.Array, n_groups: int | None = Non
 
     Returns:
       int ``[n_present_groups * min_count]`` sorted indices.
+
+    Raises:
+      TypeError: non-integer ``groups``, a raw uint32 ``key``.
+      ValueError: empty or negative ``groups``, ids beyond ``n_groups``.
     """
-    check_labels(groups, "groups")
+    check_integer_labels(groups, "groups")
+    check_key(key)
     n_groups = _check_groups(groups, n_groups)
     g = np.asarray(groups)
     counts = np.bincount(g, minlength=n_groups)

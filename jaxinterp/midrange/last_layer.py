@@ -20,7 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxinterp._validation import check_finite, check_positive_int, check_rank, check_same_leading
+from jaxinterp._validation import (
+    check_finite, check_nonempty, check_positive_int, check_rank, check_real, check_same_leading,
+)
+from jaxinterp.midrange.curation import check_labels
 
 
 class LastLayer(NamedTuple):
@@ -88,9 +91,16 @@ def _fista(z, y, weight, lam, n_classes: int, max_iter: int, tol):
 
 
 def standardize(features, *, eps: float = 1e-8) -> tuple[jax.Array, jax.Array]:
-    """Mean ``[d]`` and scale ``[d]`` of features ``[n, d]`` (scale 1 for constant units)."""
+    """Mean ``[d]`` and scale ``[d]`` of features ``[n, d]`` (scale 1 for constant units).
+
+    Each column is divided by its largest magnitude before the moments are taken, so features
+    up to float32's range (1e30 and more) do not overflow the variance.
+    """
     f = jnp.asarray(features, jnp.float32)
-    mean, std = f.mean(0), f.std(0)
+    big = jnp.max(jnp.abs(f), axis=0)
+    big = jnp.where(big > 0, big, 1.0)
+    unit = f / big
+    mean, std = unit.mean(0) * big, unit.std(0) * big
     return mean, jnp.where(std > eps, std, 1.0)
 
 
@@ -117,9 +127,14 @@ def fit_last_layer(
 
     Returns:
       A ``LastLayer``.
+
+    Raises:
+      TypeError: non-integer ``labels``; non-numeric ``C``, ``tol`` or ``max_iter``.
+      ValueError: empty or non-finite ``features``, labels outside ``[0, n_classes)``, lengths
+        differ, ``C`` or ``tol`` not positive and finite, bad ``sample_weight``.
     """
     check_rank(features, "features", 2)
-    check_rank(labels, "labels", 1)
+    check_labels(labels)
     check_same_leading("features", features, "labels", labels)
     check_finite(features, "features")
     n = int(np.shape(features)[0])
@@ -131,12 +146,13 @@ def fit_last_layer(
     n_classes = check_positive_int(n_classes, "n_classes")
     if lab.min() < 0 or lab.max() >= n_classes:
         raise ValueError(f"`labels` must lie in [0, {n_classes}); got values in [{lab.min()}, {lab.max()}].")
-    if not C > 0:
-        raise ValueError(f"`C` must be positive; got {C}.")
+    C = check_real(C, "C", low=0.0, open_low=True)
+    tol = check_real(tol, "tol", low=0.0)
     if sample_weight is None:
         sample_weight = np.ones(n, np.float32)
     check_rank(sample_weight, "sample_weight", 1)
     check_same_leading("features", features, "sample_weight", sample_weight)
+    check_finite(sample_weight, "sample_weight")
     if np.min(sample_weight) < 0 or np.sum(sample_weight) <= 0:
         raise ValueError("`sample_weight` must be non-negative with a positive sum.")
     max_iter = check_positive_int(max_iter, "max_iter")
@@ -150,8 +166,14 @@ def fit_last_layer(
 
 
 def last_layer_logits(layer: LastLayer, features) -> jax.Array:
-    """Logits ``[n, n_classes]`` of a retrained last layer on features ``[n, d]``."""
+    """Logits ``[n, n_classes]`` of a retrained last layer on features ``[n, d]``.
+
+    Raises:
+      ValueError: ``features`` not ``[n, d]`` with the retraining width, empty or non-finite.
+    """
     check_rank(features, "features", 2)
+    check_nonempty(features, "features")
+    check_finite(features, "features")
     if np.shape(features)[1] != np.shape(layer.mean)[0]:
         raise ValueError(f"`features` must have {np.shape(layer.mean)[0]} columns (the retraining features); "
                          f"got shape {tuple(np.shape(features))}.")

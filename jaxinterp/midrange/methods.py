@@ -21,7 +21,9 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxinterp._validation import check_finite, check_rank, check_same_leading
+from jaxinterp._validation import (
+    check_finite, check_key, check_nonempty, check_positive_int, check_rank, check_real, check_same_leading,
+)
 from jaxinterp.keys import named_key
 from jaxinterp.midrange.curation import check_labels, curate
 from jaxinterp.midrange.dfr import C_OPTIONS, dfr_fit, dfr_predict
@@ -56,6 +58,7 @@ class MethodResult(NamedTuple):
 
 def _check_split(split: Split, name: str, need_groups: bool, need_logits: bool) -> None:
     check_rank(split.features, f"{name}.features", 2)
+    check_nonempty(split.features, f"{name}.features")
     check_finite(split.features, f"{name}.features")
     check_labels(split.labels, f"{name}.labels")
     check_same_leading(f"{name}.features", split.features, f"{name}.labels", split.labels)
@@ -104,10 +107,17 @@ def compare_methods(
 
     Returns:
       ``{method: MethodResult}``.
+
+    Raises:
+      ValueError/TypeError: naming the split field (``train.logits``, ``test.groups``, ...) or
+        the argument (``C``, ``dfr_retrains``, ``key``, ``methods``) that is malformed.
     """
     unknown = set(methods) - set(METHODS)
     if unknown:
-        raise ValueError(f"unknown method(s) {sorted(unknown)}; choose from {METHODS}.")
+        raise ValueError(f"unknown method(s) {sorted(unknown)} in `methods`; choose from {METHODS}.")
+    C = check_real(C, "C", low=0.0, open_low=True)
+    dfr_retrains = check_positive_int(dfr_retrains, "dfr_retrains")
+    check_key(key)
     _check_split(train, "train", False, "mid" in methods or "mid_own_class" in methods)
     _check_split(test, "test", True, "erm" in methods)
     if "dfr" in methods:

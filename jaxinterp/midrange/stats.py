@@ -16,8 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp._validation import check_finite, check_nonnegative, check_positive_int, check_rank, check_same_leading
-from jaxinterp.midrange.binning import _assign, _check_method, _edges, check_attribute
+from jaxinterp._validation import (
+    check_finite, check_nonempty, check_nonnegative, check_positive_int, check_rank,
+    check_same_leading, is_concrete,
+)
+from jaxinterp.midrange.binning import _assign, _check_method, _edges, check_attribute, check_bins
 
 
 class ChiSquare(NamedTuple):
@@ -77,17 +80,26 @@ def contingency_table(bins, codes, n_bins: int, n_values: int) -> jax.Array:
       bins: int ``[n]`` bin indices in ``[0, n_bins)``.
       codes: int ``[n]`` attribute codes in ``[0, n_values)`` (see ``encode_attribute``).
       n_bins, n_values: table shape.
+
+    Raises:
+      TypeError: non-integer ``bins`` or ``codes``.
+      ValueError: empty inputs, ids outside the table, different lengths.
     """
-    check_rank(bins, "bins", 1)
+    n_bins = check_positive_int(n_bins, "n_bins")
+    n_values = check_positive_int(n_values, "n_values")
+    check_bins(bins, n_bins)
+    check_bins(codes, n_values, "codes")
     check_same_leading("bins", bins, "codes", codes)
-    return _table(jnp.asarray(bins), jnp.asarray(codes), check_positive_int(n_bins, "n_bins"),
-                  check_positive_int(n_values, "n_values"))
+    return _table(jnp.asarray(bins), jnp.asarray(codes), n_bins, n_values)
 
 
 def _check_table(table) -> None:
     check_rank(table, "table", 2)
+    check_nonempty(table, "table")
     check_finite(table, "table")
     check_nonnegative(table, "table")
+    if is_concrete(table) and not np.sum(np.asarray(table, np.float64)) > 0:
+        raise ValueError("`table` holds no counts (its sum is 0); there is nothing to test.")
 
 
 @jax.jit
@@ -101,7 +113,14 @@ def _mutual_information(table: jax.Array) -> jax.Array:
 
 
 def mutual_information(table) -> jax.Array:
-    """Mutual information (nats) between the row and column variables of a contingency table."""
+    """Mutual information (nats) between the row and column variables of a contingency table.
+
+    Args:
+      table: ``[r, c]`` non-negative finite counts with a positive total (any scale).
+
+    Raises:
+      ValueError: an empty, all-zero, negative or non-finite table.
+    """
     _check_table(table)
     return _mutual_information(jnp.asarray(table))
 
@@ -110,17 +129,20 @@ def mutual_information(table) -> jax.Array:
 def _chi_square(table: jax.Array, correction: bool) -> ChiSquare:
     table = table.astype(jnp.float32)
     n = table.sum()
+    safe_n = jnp.where(n > 0, n, 1.0)
     rows, cols = table.sum(1), table.sum(0)
-    expected = rows[:, None] * cols[None, :] / jnp.where(n > 0, n, 1.0)
+    # in proportions of the total (p = counts / n): the statistic n * sum((p - e)^2 / e) does not
+    # overflow float32 for large counts, where (counts - expected)^2 would
+    expected = (rows / safe_n)[:, None] * (cols / safe_n)[None, :]
     dof = (jnp.sum(rows > 0) - 1) * (jnp.sum(cols > 0) - 1)
     dof = jnp.maximum(dof, 0)
-    observed = table
-    if correction:  # Yates' continuity correction, applied (as scipy does) only when dof == 1
+    observed = table / safe_n
+    if correction:  # Yates' continuity correction (half a count), applied (as scipy does) only when dof == 1
         diff = expected - observed
-        adjusted = observed + jnp.sign(diff) * jnp.minimum(0.5, jnp.abs(diff))
+        adjusted = observed + jnp.sign(diff) * jnp.minimum(0.5 / safe_n, jnp.abs(diff))
         observed = jnp.where(dof == 1, adjusted, observed)
     terms = jnp.where(expected > 0, (observed - expected) ** 2 / jnp.where(expected > 0, expected, 1.0), 0.0)
-    stat = jnp.where(dof > 0, terms.sum(), 0.0)
+    stat = jnp.where(dof > 0, n * terms.sum(), 0.0)
     p = jnp.where(dof > 0, jax.scipy.stats.chi2.sf(stat, jnp.maximum(dof, 1)), 1.0)
     return ChiSquare(stat, p, dof)
 
@@ -131,6 +153,11 @@ def chi_square(table, *, correction: bool = True) -> ChiSquare:
     Empty rows and columns are ignored (``dof = (non-empty rows - 1) * (non-empty cols - 1)``);
     with ``correction`` Yates' correction is applied when ``dof == 1``, as in
     ``scipy.stats.chi2_contingency``. A table with ``dof == 0`` gives statistic 0 and p-value 1.
+    Counts may have any scale (the statistic is computed from proportions times the total, so
+    it stays finite for totals up to float32's range).
+
+    Raises:
+      ValueError: an empty, all-zero, negative or non-finite ``table``.
     """
     _check_table(table)
     return _chi_square(jnp.asarray(table), bool(correction))
@@ -149,11 +176,17 @@ def attribute_stats(bins, attribute, n_bins: int, *, correction: bool = True) ->
 
     Args:
       bins: int ``[n]`` bin index of every input.
-      attribute: ``[n]`` any categorical values (ints, strings, bools).
+      attribute: ``[n]`` any categorical values (ints, negative ints, floats, strings, bools; not NaN).
       n_bins: number of bins.
       correction: Yates' correction when the table has one degree of freedom.
+
+    Raises:
+      TypeError: non-integer ``bins``; ``attribute`` not an array.
+      ValueError: empty inputs, bins outside ``[0, n_bins)``, NaN attribute values, lengths differ.
     """
-    check_attribute(attribute, bins)
+    n_bins = check_positive_int(n_bins, "n_bins")
+    check_bins(bins, n_bins)
+    check_attribute(attribute, bins, values_name="bins")
     values, codes = encode_attribute(attribute)
     table = contingency_table(bins, codes, n_bins, len(values))
     return AttributeStats(values, table, bin_frequencies(table), _mutual_information(table),
@@ -178,7 +211,7 @@ def unit_attribute_scores(features, attribute, *, n_bins: int = 10, method: str 
 
     Args:
       features: ``[n, d]`` activations of ``d`` units (e.g. the penultimate layer) over a dataset.
-      attribute: ``[n]`` categorical values.
+      attribute: ``[n]`` categorical values (any, as in ``attribute_stats``; not NaN).
       n_bins: bins per unit (at most ``n``).
       method: ``"quantile"`` or ``"uniform"`` binning, per unit.
 
@@ -187,8 +220,9 @@ def unit_attribute_scores(features, attribute, *, n_bins: int = 10, method: str 
       continuity correction) and p-values; constant units are marked and score zero.
     """
     check_rank(features, "features", 2)
+    check_nonempty(features, "features")
     check_finite(features, "features")
-    check_attribute(attribute, features)
+    check_attribute(attribute, features, values_name="features")
     n_bins = check_positive_int(n_bins, "n_bins")
     _check_method(method)
     if np.shape(features)[0] < n_bins:
