@@ -11,6 +11,10 @@ Rules:
   Mann-Whitney U test gives ``p < alpha`` (default 0.05) and the medians are in the claimed order.
 - ``paired_ordering``: the same claim over paired samples (one A and one B per seed), one-sided
   Wilcoxon signed-rank test.
+- Both orderings are ``INCONCLUSIVE`` (not "does not hold") when the samples are too few for the
+  test ever to reach ``p < alpha``: the smallest attainable p (the same test on perfectly ordered
+  samples of the same sizes, e.g. ``1 / C(n_a + n_b, n_a)`` for the exact Mann-Whitney test and
+  ``2^-n`` for the exact signed-rank test) is at least ``alpha``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 
 from jaxinterp._validation import check_real
 
-__all__ = ["Claim", "HOLDS", "FAILS", "INCONCLUSIVE", "within", "ordering", "paired_ordering"]
+__all__ = ["Claim", "HOLDS", "FAILS", "INCONCLUSIVE", "within", "ordering", "paired_ordering", "smallest_p"]
 
 HOLDS = "holds"
 FAILS = "does not hold"
@@ -100,10 +104,31 @@ def within(claim: str, paper_value: float, ours: float | Sequence[float], *, tol
     return Claim(claim, paper_value, mean, spread, verdict, rule, figure)
 
 
-def _order_verdict(p: float, ordered: bool, alpha: float, n: int) -> str:
-    if n < 2 or not np.isfinite(p):
+def _order_verdict(p: float, ordered: bool, alpha: float, n: int, p_min: float) -> str:
+    """``INCONCLUSIVE`` without a p-value or when even ``p_min`` (the smallest p these sample sizes
+    allow) is not below ``alpha``; otherwise ``HOLDS`` iff ``p < alpha`` and ``ordered``."""
+    if n < 2 or not np.isfinite(p) or not p_min < alpha:
         return INCONCLUSIVE
     return HOLDS if (p < alpha and ordered) else FAILS
+
+
+def smallest_p(n_larger: int, n_smaller: int | None = None) -> float:
+    """The smallest one-sided p-value the ordering tests can give for these sample sizes.
+
+    The test is run on perfectly ordered, tie-free samples: Mann-Whitney U for independent
+    samples of sizes ``n_larger`` and ``n_smaller`` (``1 / C(n_a + n_b, n_a)`` where scipy uses
+    the exact distribution), Wilcoxon signed-rank for ``n_larger`` pairs when ``n_smaller`` is
+    None (``2^-n`` where exact). NaN below two samples.
+    """
+    from scipy.stats import mannwhitneyu, wilcoxon
+
+    if n_smaller is None:
+        return float(wilcoxon(np.arange(1.0, n_larger + 1), alternative="greater").pvalue) if n_larger > 1 \
+            else float("nan")
+    if min(n_larger, n_smaller) < 2:
+        return float("nan")
+    return float(mannwhitneyu(np.arange(n_larger) + n_smaller + 1.0, np.arange(float(n_smaller)),
+                              alternative="greater").pvalue)
 
 
 def ordering(claim: str, larger: Sequence[float], smaller: Sequence[float], *, alpha: float = 0.05,
@@ -122,8 +147,10 @@ def ordering(claim: str, larger: Sequence[float], smaller: Sequence[float], *, a
     p = float(mannwhitneyu(a, b, alternative="greater").pvalue) if usable else float("nan")
     diff = float(np.median(a) - np.median(b))
     spread = float(np.sqrt((a.var() + b.var()) / 2))
-    rule = f"one-sided Mann-Whitney U p < {alpha:g} (p = {p:.3g}) and median(A) > median(B)"
-    return Claim(claim, paper_value, diff, spread, _order_verdict(p, diff > 0, alpha, min(a.size, b.size)),
+    p_min = smallest_p(a.size, b.size)
+    rule = (f"one-sided Mann-Whitney U p < {alpha:g} (p = {p:.3g}) and median(A) > median(B); "
+            f"inconclusive if the smallest attainable p ({p_min:.3g}) is not < {alpha:g}")
+    return Claim(claim, paper_value, diff, spread, _order_verdict(p, diff > 0, alpha, min(a.size, b.size), p_min),
                  rule, figure)
 
 
@@ -147,6 +174,8 @@ def paired_ordering(claim: str, larger: Sequence[float], smaller: Sequence[float
     else:
         p = float("nan")
     spread = float(d.std(ddof=1)) if d.size > 1 else None
-    rule = f"one-sided Wilcoxon signed-rank p < {alpha:g} (p = {p:.3g}) and mean(A - B) > 0"
+    p_min = smallest_p(d.size)
+    rule = (f"one-sided Wilcoxon signed-rank p < {alpha:g} (p = {p:.3g}) and mean(A - B) > 0; "
+            f"inconclusive if the smallest attainable p ({p_min:.3g}) is not < {alpha:g}")
     return Claim(claim, paper_value, float(d.mean()), spread,
-                 _order_verdict(p, float(d.mean()) > 0, alpha, d.size), rule, figure)
+                 _order_verdict(p, float(d.mean()) > 0, alpha, d.size, p_min), rule, figure)
