@@ -114,9 +114,56 @@ def two_afc_from_embeddings(query_embeddings: Array, reference_embeddings: Array
     return out if isinstance(out, jax.core.Tracer) else np.asarray(out)[:units]
 
 
+#: default bound on the stimulus embeddings and comparison intermediates of ``two_afc_of_stimuli``
+MEMORY_BUDGET_BYTES = 1 << 30
+
+
+def stimulus_block_bytes(block: int, n_trials: int, n_refs: int, e: int, unit_batch: int) -> int:
+    """Bytes held at once while scoring ``block`` units with ``e``-dim float32 embeddings.
+
+    Counts, per unit, the embedding table of its distinct stimuli, the gathered query and
+    reference embeddings and their padded copy (``3 * 2 * n_trials * (1 + n_refs) * e`` floats),
+    plus the ``[2, 2, n_trials, n_refs, e]`` difference of the ``min(unit_batch, block)`` units
+    compared at once. The similarity's own features (``embed``) are bounded by ``embed_batch``.
+    """
+    stim = 3 * 2 * n_trials * (1 + n_refs) * e
+    compare = min(unit_batch, block) * 4 * n_trials * n_refs * e
+    return 4 * (block * stim + compare)
+
+
+def block_units(units: int, n_trials: int, n_refs: int, e: int, unit_batch: int, memory_budget_bytes: int) -> int:
+    """The largest power-of-two number of units (at most ``bucket_size(units)``) scored within the budget.
+
+    Raises ValueError (naming ``memory_budget_bytes``) when not even one unit fits.
+    """
+    need = stimulus_block_bytes(1, n_trials, n_refs, e, unit_batch)
+    if need > memory_budget_bytes:
+        raise ValueError(f"`memory_budget_bytes` ({memory_budget_bytes}) is below the {need} bytes needed to score "
+                         f"one unit with {e}-dim embeddings; raise it.")
+    block = 1
+    while block < units and stimulus_block_bytes(2 * block, n_trials, n_refs, e, unit_batch) <= memory_budget_bytes:
+        block *= 2
+    return block
+
+
+def _embedding_dim(similarity: Similarity, items) -> int:
+    """``e`` of ``similarity.embed`` on ``items`` (from shapes only; nothing is computed)."""
+    first = jnp.asarray(np.asarray(items[:1]))
+    shape = jax.eval_shape(similarity.embed, first).shape
+    if len(shape) != 2:
+        raise ValueError(f"`similarity.embed(items)` must return [n, e]; got shape {shape}.")
+    return int(shape[1])
+
+
 def two_afc_of_stimuli(stimuli: TwoAFCStimuli, items, similarity: Similarity, *, zscore: str = "trial",
-                       unit_batch: int = 16, embed_batch: int = 1024, check_finite: bool = True) -> TwoAFCResult:
+                       unit_batch: int = 16, embed_batch: int = 1024, check_finite: bool = True,
+                       memory_budget_bytes: int = MEMORY_BUDGET_BYTES) -> TwoAFCResult:
     """2AFC scores of every unit given its stimuli (``two_afc_stimuli`` or the streamed version).
+
+    Units are scored in blocks: a block's stimuli are embedded, compared and dropped before the
+    next, so the memory held is ``stimulus_block_bytes(block, ...)`` <= ``memory_budget_bytes``
+    whatever the number of units (an item shared by units of different blocks is embedded once
+    per block). Scores do not depend on the blocking.
 
     Args:
       stimuli: ``TwoAFCStimuli`` with ``queries [units, 2, T]`` and ``references [units, 2, T, R]``.
@@ -125,6 +172,11 @@ def two_afc_of_stimuli(stimuli: TwoAFCStimuli, items, similarity: Similarity, *,
       zscore, unit_batch: see ``two_afc_from_embeddings``.
       embed_batch: items embedded per call.
       check_finite: refuse NaN/inf anywhere in ``items`` (False: only in the stimuli used).
+      memory_budget_bytes: bound on the stimulus embeddings and comparison intermediates held at
+        once (default 1 GiB; ``block_units`` picks the block).
+
+    Returns:
+      ``TwoAFCResult``.
     """
     q, r = np.asarray(stimuli.queries), np.asarray(stimuli.references)
     check_rank(q, "stimuli.queries", 3)
@@ -133,16 +185,28 @@ def two_afc_of_stimuli(stimuli: TwoAFCStimuli, items, similarity: Similarity, *,
         raise ValueError(f"`stimuli.queries` {q.shape} and `stimuli.references` {r.shape} disagree on "
                          f"[units, 2, trials].")
     check_items(items, check_finite=check_finite)
-    qe = embed_items(similarity, items, q, batch_size=embed_batch, check_finite=False)
-    re = embed_items(similarity, items, r, batch_size=embed_batch, check_finite=False)
-    probs = np.asarray(two_afc_from_embeddings(qe, re, similarity, zscore=zscore, unit_batch=unit_batch))
+    unit_batch = check_positive_int(unit_batch, "unit_batch")
+    memory_budget_bytes = check_positive_int(memory_budget_bytes, "memory_budget_bytes")
+    units, _, n_trials, n_refs = r.shape
+    block = block_units(units, n_trials, n_refs, _embedding_dim(similarity, items), unit_batch,
+                        memory_budget_bytes)
+    probs = []
+    for start in range(0, units, block):
+        sel = slice(start, start + block)
+        qe = embed_items(similarity, items, q[sel], batch_size=embed_batch, check_finite=False)
+        re = embed_items(similarity, items, r[sel], batch_size=embed_batch, check_finite=False)
+        probs.append(np.asarray(two_afc_from_embeddings(qe, re, similarity, zscore=zscore,
+                                                        unit_batch=min(unit_batch, block))))
+        del qe, re
+    probs = np.concatenate(probs, axis=0)
     return TwoAFCResult(probs.mean(axis=1), probs, stimuli)
 
 
 def psychophysics(acts, items, similarity: Similarity, *, q: float = 0.0, protocol: str = "paper",
                   seed: int = PAPER_SEED, draw: int | None = None, n_trials: int = N_TRIALS,
                   n_refs: int = N_REFS, zscore: str | None = None, unit_batch: int = 16,
-                  embed_batch: int = 1024, check_finite: bool = True) -> TwoAFCResult:
+                  embed_batch: int = 1024, check_finite: bool = True,
+                  memory_budget_bytes: int = MEMORY_BUDGET_BYTES) -> TwoAFCResult:
     """In-silico 2AFC score of every unit (column) of ``acts``.
 
     Args:
@@ -160,7 +224,8 @@ def psychophysics(acts, items, similarity: Similarity, *, q: float = 0.0, protoc
       n_refs: references per side (9).
       zscore: ``"trial"`` or ``"unit"``; None takes the protocol's (paper: ``"trial"``, ranked:
         ``"unit"``).
-      unit_batch, embed_batch, check_finite: see ``two_afc_of_stimuli``.
+      unit_batch, embed_batch, check_finite, memory_budget_bytes: see ``two_afc_of_stimuli``
+        (units are scored in blocks whose stimulus embeddings fit in the budget, default 1 GiB).
 
     Returns:
       ``TwoAFCResult`` (``scores [units]`` in ``(0, 1)``; 0.5 is chance).
@@ -177,7 +242,8 @@ def psychophysics(acts, items, similarity: Similarity, *, q: float = 0.0, protoc
         zscore = "trial" if protocol == "paper" else "unit"
     stimuli = two_afc_stimuli(acts, q, n_trials=n_trials, n_refs=n_refs, protocol=protocol, seed=seed, draw=draw)
     return two_afc_of_stimuli(stimuli, items, similarity, zscore=zscore, unit_batch=unit_batch,
-                              embed_batch=embed_batch, check_finite=False)
+                              embed_batch=embed_batch, check_finite=False,
+                              memory_budget_bytes=memory_budget_bytes)
 
 
 def max_score() -> float:
