@@ -22,7 +22,7 @@ EXEMPT = {name: why for r in REGISTRIES for name, why in r.EXEMPT.items()}
 PUBLIC_MODULES = ("jaxinterp", "jaxinterp.capture", "jaxinterp.checkpoint", "jaxinterp.datasets",
                   "jaxinterp.directions", "jaxinterp.interpretability", "jaxinterp.keys", "jaxinterp.loop",
                   "jaxinterp.midrange", "jaxinterp.models", "jaxinterp.polytope", "jaxinterp.sharding",
-                  "jaxinterp.streaming", "jaxinterp.toy")
+                  "jaxinterp.streaming", "jaxinterp.studies.claims", "jaxinterp.toy")
 
 
 def _needs_checks(obj) -> bool:

@@ -112,3 +112,23 @@ def test_bad_inputs():
         boundary_density(np.ones((2, 3)), 0.0)
     with pytest.raises(ValueError, match="shape"):
         boundary_density(np.ones(3), 1.0)
+
+
+def test_boundary_density_counts_inf_as_far_and_refuses_nan():
+    d = np.array([[0.1, np.inf, 0.3], [np.inf, np.inf, 0.05]], np.float32)
+    np.testing.assert_allclose(np.asarray(boundary_density(d, 0.2)), [1 / 0.2, 1 / 0.2])
+    with pytest.raises(ValueError, match="distances"):
+        boundary_density(np.where(np.isinf(d), np.nan, d), 0.2)
+    with pytest.raises(ValueError, match="distances"):
+        boundary_density(d[:0], 0.2)
+    with pytest.raises(TypeError, match="radius"):
+        boundary_density(d, "0.2")
+
+
+def test_half_precision_inputs_are_computed_in_float32():
+    fn, _, _ = _net()
+    x = np.random.default_rng(1).normal(size=(5, 12)).astype(np.float16)
+    half = boundary_distances(fn, x).distances
+    full = boundary_distances(fn, x.astype(np.float32)).distances
+    assert half.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(half), np.asarray(full))

@@ -31,3 +31,12 @@ def test_run_chunks_passes_first_step_and_calls_after_chunk():
 def test_run_chunks_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         run_chunks(lambda s, f, n: s, 0, **kwargs)
+
+
+def test_chunk_sizes_refuses_a_span_that_cannot_end():
+    with pytest.raises(ValueError, match="chunk_size"):
+        chunk_sizes(10, 0, 0)          # used to loop forever
+    with pytest.raises(TypeError, match="start"):
+        chunk_sizes(10, 2.5, 4)
+    with pytest.raises(ValueError, match="start"):
+        chunk_sizes(10, 11, 4)

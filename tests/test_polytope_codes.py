@@ -211,6 +211,24 @@ def test_bad_inputs():
         count_polytopes(np.ones(3, np.uint32))
     with pytest.raises(ValueError, match="words"):
         pairwise_hamming(np.ones((2, 3), np.uint32), np.ones((2, 4), np.uint32))
+    with pytest.raises(ValueError, match="empty"):
+        polytope_codes(_mlp(ws, bs), x[:0])
+    with pytest.raises(TypeError, match="words"):
+        count_polytopes(np.ones((3, 2), np.float32))
+    codes = np.ones((3, 2), np.uint32)
+    with pytest.raises(ValueError, match="same shape"):
+        hamming(codes, codes[:, :1])       # different widths used to broadcast
+    with pytest.raises(ValueError, match="same shape"):
+        hamming(codes[0], codes)
+    with pytest.raises(TypeError, match="`b`"):
+        codes_equal(codes, codes.astype(np.float32))
+
+
+def test_half_precision_codes_are_those_of_the_float32_input():
+    ws, bs = _mlp_params(0)
+    x = np.random.default_rng(3).normal(size=(16, 5)).astype(np.float16)
+    half = polytope_codes(_mlp(ws, bs), x).words
+    np.testing.assert_array_equal(np.asarray(half), np.asarray(polytope_codes(_mlp(ws, bs), x.astype(np.float32)).words))
 
 
 def test_flax_nnx_module_and_memoised_preactivations():

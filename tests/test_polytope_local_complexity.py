@@ -95,3 +95,25 @@ def test_code_clustering_recovers_planted_groups():
         cluster_codes(words, 3, method="dbscan")
     with pytest.raises(ValueError, match="n_clusters"):
         cluster_codes(words, 61)
+
+
+def test_local_complexity_names_bad_keys_radii_and_empty_batches():
+    fn = _net()[0]
+    x = np.random.default_rng(2).normal(size=(4, 6)).astype(np.float32)
+    key = jax.random.key(0)
+    with pytest.raises(TypeError, match="key"):
+        local_complexity(fn, x, key=jax.random.PRNGKey(0), radius=0.1, n_directions=2)
+    with pytest.raises(TypeError, match="radius"):
+        local_complexity(fn, x, key=key, radius="0.1", n_directions=2)
+    with pytest.raises(ValueError, match="`x`"):
+        local_complexity(fn, x[:0], key=key, radius=0.1, n_directions=2)
+    half = local_complexity(fn, x.astype(np.float16), key=key, radius=0.1, n_directions=2).total
+    full = local_complexity(fn, x.astype(np.float16).astype(np.float32), key=key, radius=0.1, n_directions=2).total
+    np.testing.assert_array_equal(np.asarray(half), np.asarray(full))
+
+
+def test_purity_refuses_non_integer_labels():
+    with pytest.raises(TypeError, match="labels"):
+        purity(np.array([0.0, 1.5]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="clusters"):
+        purity(np.array([0, 1]), np.array([0, -1]))
