@@ -27,7 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxinterp._validation import check_positive_int
+
 DEFAULT_AXIS = "instances"
+
+__all__ = ["DEFAULT_AXIS", "leading_axis_mesh", "leading_sharding", "replicated", "padded_size", "pad_leading",
+           "unpad_leading", "shard_leading", "replicate", "CACHE_ENV", "default_cache_dir", "enable_compilation_cache"]
 
 
 def leading_axis_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = DEFAULT_AXIS) -> Mesh:
@@ -48,8 +53,7 @@ def leading_axis_mesh(devices: Sequence[jax.Device] | None = None, axis_name: st
 
 def leading_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
     """Sharding that splits axis 0 over the mesh's (single) axis and replicates the rest."""
-    if ndim < 1:
-        raise ValueError(f"`ndim` must be >= 1 to shard a leading axis; got {ndim}.")
+    ndim = check_positive_int(ndim, "ndim")
     return NamedSharding(mesh, PartitionSpec(mesh.axis_names[0], *([None] * (ndim - 1))))
 
 
@@ -60,17 +64,23 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def padded_size(n: int, multiple: int) -> int:
     """Smallest multiple of ``multiple`` that is >= ``n``."""
-    if n < 0 or multiple < 1:
-        raise ValueError(f"need n >= 0 and multiple >= 1; got n={n}, multiple={multiple}.")
+    multiple = check_positive_int(multiple, "multiple")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"`n` must be an int; got {type(n).__name__}.")
+    if n < 0:
+        raise ValueError(f"`n` must be >= 0; got {n}.")
     return -(-n // multiple) * multiple
 
 
 def _leading(tree: Any) -> int:
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves or any(not hasattr(x, "shape") for x in leaves):
+        raise TypeError(f"`tree` must be a pytree of arrays; got {type(tree).__name__}.")
     sizes = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree_util.tree_leaves(tree)}
     if None in sizes:
-        raise ValueError("every leaf must have a leading axis to shard; found a scalar leaf.")
+        raise ValueError("every leaf of `tree` must have a leading axis to shard; found a scalar leaf.")
     if len(sizes) != 1:
-        raise ValueError(f"all leaves must share the leading axis length; got lengths {sorted(sizes)}.")
+        raise ValueError(f"all leaves of `tree` must share the leading axis length; got lengths {sorted(sizes)}.")
     return sizes.pop()
 
 
@@ -87,9 +97,10 @@ def pad_leading(tree: Any, multiple: int) -> tuple[Any, int]:
     Returns:
       ``(padded_tree, n)``; undo with ``unpad_leading(out, n)``.
     """
+    multiple = check_positive_int(multiple, "multiple")
     n = _leading(tree)
     if n == 0:
-        raise ValueError("cannot pad an empty leading axis.")
+        raise ValueError("cannot pad an empty leading axis of `tree`.")
     target = padded_size(n, multiple)
     if target == n:
         return tree, n
@@ -103,6 +114,7 @@ def pad_leading(tree: Any, multiple: int) -> tuple[Any, int]:
 
 def unpad_leading(tree: Any, n: int) -> Any:
     """Keep the first ``n`` entries of axis 0 of every leaf (inverse of ``pad_leading``)."""
+    n = check_positive_int(n, "n")
     return jax.tree_util.tree_map(lambda x: x[:n], tree)
 
 

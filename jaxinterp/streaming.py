@@ -26,6 +26,8 @@ from jaxinterp._validation import check_finite, check_nonempty, check_positive_i
 
 Activations = Mapping[str, jax.Array]
 
+__all__ = ["UnitStats", "stream", "apply_in_batches", "reduce_spatial"]
+
 
 NAN_POLICIES = ("raise", "omit")
 

@@ -1,4 +1,4 @@
-"""Bad-input battery registrations: capture, streaming, keys, loop, claims.
+"""Bad-input battery registrations: capture, streaming, keys, loop, claims, sharding.
 
 ``entries()`` registers every public function of the area once with a valid call; ``EXEMPT``
 names the public callables that take no user data, with the reason.
@@ -11,7 +11,10 @@ import numpy as np
 from tests._battery import Entry
 from tests._battery_inputs import *  # noqa: F403 - the shared battery inputs
 
-EXEMPT: dict[str, str] = {}
+EXEMPT: dict[str, str] = {
+    "jaxinterp.sharding.enable_compilation_cache": "changes process-wide JAX configuration; its only argument is "
+                                                   "a folder path, tested in test_sharding",
+}
 
 MAPS = RNG.normal(size=(4, 3, 3, 2)).astype(np.float32)             # feature maps [batch, h, w, channels]
 SAMPLES_A = np.array([3.1, 2.9, 3.4, 3.0, 3.3, 3.2], np.float64)     # per-seed measurements
@@ -107,4 +110,34 @@ def _util_entries():
 
 def entries() -> list[Entry]:
     """This area's registered entries (built on first use: it imports the library)."""
-    return [*_capture_entries(), *_stream_entries(), *_util_entries()]
+    return [*_capture_entries(), *_stream_entries(), *_util_entries(), *_sharding_entries()]
+
+
+def _sharding_entries():
+    from jaxinterp import sharding
+    # values are copied, never computed with: NaN rows come back as they went in (zeroed after the call
+    # so that the finiteness check applies to the placement itself)
+    padding = "values are copied, not computed with: padding repeats the last row whatever it holds"
+    return [
+        Entry("jaxinterp.sharding.pad_leading", lambda tree, multiple: jnp.nan_to_num(sharding.pad_leading(tree, multiple)[0], posinf=0.0),
+              dict(tree=XS[:5], multiple=4), aliases={"tree": ("leading axis",)},
+              accept={"tree.nan": padding, "tree.inf": padding, "tree.huge": padding,
+                      "tree.rank_up": "a leading axis of length 1 pads to the multiple",
+                      "tree.rank_down": "a rank-1 leaf is a leading axis (of its 8 entries)"}),
+        Entry("jaxinterp.sharding.unpad_leading", lambda tree, n: sharding.unpad_leading(tree, n),
+              dict(tree=XS, n=5), kinds={"tree": "other"}),
+        Entry("jaxinterp.sharding.padded_size", lambda n, multiple: sharding.padded_size(n, multiple),
+              dict(n=5, multiple=4), accept={"n.zero": "an empty axis needs no padding"}),
+        Entry("jaxinterp.sharding.shard_leading", lambda tree: jnp.nan_to_num(sharding.shard_leading(tree), posinf=0.0), dict(tree=XS),
+              accept={"tree.nan": padding, "tree.inf": padding, "tree.huge": padding, "tree.rank_up": padding,
+                      "tree.rank_down": padding, "tree.empty": "an empty axis splits evenly over every mesh"}),
+        Entry("jaxinterp.sharding.replicate", lambda tree: sharding.replicate(tree), dict(tree=XS),
+              kinds={"tree": "other"}),
+        Entry("jaxinterp.sharding.leading_sharding",
+              lambda ndim: sharding.leading_sharding(sharding.leading_axis_mesh(), ndim).spec[0], dict(ndim=2)),
+        Entry("jaxinterp.sharding.leading_axis_mesh", lambda axis_name: sharding.leading_axis_mesh(
+            axis_name=axis_name).size, dict(axis_name="i")),
+        Entry("jaxinterp.sharding.replicated", lambda: sharding.replicated(sharding.leading_axis_mesh()).spec,
+              dict()),
+        Entry("jaxinterp.sharding.default_cache_dir", lambda: str(sharding.default_cache_dir()), dict()),
+    ]

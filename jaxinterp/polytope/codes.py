@@ -274,6 +274,7 @@ def _mix32(h: jax.Array) -> jax.Array:
     return h ^ (h >> 16)
 
 
+@jax.jit
 def hash_codes(words: jax.Array) -> jax.Array:
     """A stable 64-bit hash of each packed code, as two uint32 halves ``[..., 2]`` (jit-able)."""
     words = words.astype(jnp.uint32)
