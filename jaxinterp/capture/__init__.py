@@ -14,23 +14,30 @@ that produced its input, e.g. ``Dense_0/relu``; without any scope, ``relu_0``, `
 call order. A name that would repeat gets ``_0``, ``_1``, ... suffixes in call order. Taps inside
 ``while_loop`` and ``cond`` bodies are evaluated but not recorded (their trip count / branch is
 data dependent).
+
+``rules="activations"`` also records GELU, SiLU, sigmoid, tanh, softplus, softmax (attention
+patterns under ``":post"``) and layer-norm inputs/outputs; :func:`register_rule` adds user rules
+(:class:`FunctionRule` taps every call of a named Python function). ``capture(fn, reduce=...)``
+reduces activations inside the same program (:mod:`~jaxinterp.capture.reduce`), and
+:func:`intervene` runs ``fn`` with named activations replaced
+(:mod:`~jaxinterp.capture.intervene`).
 """
 
 import sys
 import types
 
 from jaxinterp.capture.api import POST_SUFFIX, activation_names, capture
-from jaxinterp.capture.intervene import add_direction, intervene, mean_ablate, patch, patch_all, project_out, zero_ablate
-from jaxinterp.capture.reduce import (Reduction, TopK, channel_argmax, channel_max, channel_mean, channel_topk, last_token,
-                                      token_mean)
-from jaxinterp.capture.rules import (ACTIVATIONS, DEFAULT_RULES, PIECEWISE_LINEAR, RULE_GROUPS, RULES, FunctionRule, Rule,
-                                     Site, Tap, register_rule)
+from jaxinterp.capture.intervene import (add_direction, intervene, mean_ablate, patch, patch_all, project_out,
+                                         zero_ablate)
+from jaxinterp.capture.reduce import (Reduction, TopK, channel_argmax, channel_max, channel_mean, channel_topk,
+                                      last_token, token_mean)
+from jaxinterp.capture.rules import (ACTIVATIONS, DEFAULT_RULES, PIECEWISE_LINEAR, RULE_GROUPS, RULES, FunctionRule,
+                                     Rule, Site, Tap, register_rule)
 
-__all__ = ["POST_SUFFIX", "capture", "activation_names", "Rule", "FunctionRule", "Site", "Tap", "RULES", "RULE_GROUPS",
-           "ACTIVATIONS", "DEFAULT_RULES",
-           "PIECEWISE_LINEAR", "register_rule", "Reduction", "TopK", "channel_mean", "channel_max", "channel_argmax",
-           "channel_topk", "token_mean", "last_token", "intervene", "zero_ablate", "mean_ablate", "patch", "patch_all",
-           "project_out", "add_direction"]
+__all__ = ["POST_SUFFIX", "capture", "activation_names", "Rule", "FunctionRule", "Site", "Tap", "RULES",
+           "RULE_GROUPS", "ACTIVATIONS", "DEFAULT_RULES", "PIECEWISE_LINEAR", "register_rule", "Reduction", "TopK",
+           "channel_mean", "channel_max", "channel_argmax", "channel_topk", "token_mean", "last_token", "intervene",
+           "zero_ablate", "mean_ablate", "patch", "patch_all", "project_out", "add_direction"]
 
 
 class _CallableModule(types.ModuleType):
