@@ -73,7 +73,9 @@ def entries() -> list[Entry]:
               accept={"acts.float16": "float16 responses are ranked after rounding: its ties reorder exemplars",
                       "q.zero": "q=0 is the easiest task (the extremes), not a count"}),
         Entry("jaxinterp.interpretability.two_afc_of_stimuli",
-              lambda items: interp.two_afc_of_stimuli(stim, items, pix).scores, dict(items=ITEMS)),
+              lambda items, memory_budget_bytes: interp.two_afc_of_stimuli(
+                  stim, items, pix, memory_budget_bytes=memory_budget_bytes).scores,
+              dict(items=ITEMS, memory_budget_bytes=1 << 20)),
         Entry("jaxinterp.interpretability.two_afc_from_embeddings",
               lambda query_embeddings, reference_embeddings: interp.two_afc_from_embeddings(
                   query_embeddings, reference_embeddings, pix),

@@ -496,3 +496,18 @@ def test_query_orders_seed_is_checked():
     for bad in (-1, 2**32, 2.5, None, "3"):
         with pytest.raises(ValueError, match="`seed`"):
             interp.query_orders(seed=bad)
+
+
+def test_similarities_by_name_equal_the_objects():
+    rng = np.random.default_rng(5)
+    acts = rng.normal(size=(900, 3)).astype(np.float32)
+    images = rng.normal(size=(900, 2, 2, 3)).astype(np.float32)
+    for name, sim in (("pixel_l2", interp.pixel_l2()), ("mean_colour_l2", interp.mean_colour_l2())):
+        np.testing.assert_array_equal(interp.interpretability_index(acts, images, name).scores,
+                                      interp.interpretability_index(acts, images, sim).scores)
+        np.testing.assert_array_equal(interp.psychophysics(acts, images, name).scores,
+                                      interp.psychophysics(acts, images, sim).scores)
+    with pytest.raises(KeyError, match="`similarity`: unknown similarity 'lpips'.*mean_colour_l2"):
+        interp.interpretability_index(acts, images, "lpips")
+    with pytest.raises(TypeError, match="`similarity` must be a Similarity"):
+        interp.psychophysics(acts, images, lambda a, b: a - b)

@@ -27,6 +27,7 @@ from jaxinterp._validation import check_nonempty, check_positive_int, check_rank
 from jaxinterp.interpretability.exemplars import as_compute_array, paper_top_indices
 from jaxinterp.interpretability.similarity import (
     Similarity,
+    as_similarity,
     check_indices,
     check_items,
     embed_items,
@@ -49,7 +50,7 @@ class IndexResult(NamedTuple):
     top_indices: np.ndarray
 
 
-def index_from_embeddings(embeddings: Array, similarity: Similarity, *, include_self_pairs: bool = True,
+def index_from_embeddings(embeddings: Array, similarity: Similarity | str, *, include_self_pairs: bool = True,
                           unit_batch: int = 64) -> Array:
     """II from exemplar embeddings: mean similarity over the ``k*k`` (or ``k*(k-1)``) ordered pairs.
 
@@ -64,6 +65,7 @@ def index_from_embeddings(embeddings: Array, similarity: Similarity, *, include_
     Returns:
       ``[units]`` scores.
     """
+    similarity = as_similarity(similarity)
     check_rank(embeddings, "embeddings", 3)
     check_nonempty(embeddings, "embeddings")
     embeddings = as_compute_array(embeddings, "embeddings")
@@ -94,7 +96,7 @@ def _index_impl(embeddings: Array, similarity: Similarity, include_self_pairs: b
 _index_jit = jax.jit(_index_impl, static_argnums=(1, 2, 3))
 
 
-def index_of_exemplars(top_indices, items, similarity: Similarity, *, include_self_pairs: bool = True,
+def index_of_exemplars(top_indices, items, similarity: Similarity | str, *, include_self_pairs: bool = True,
                        unit_batch: int = 64, embed_batch: int = 1024, check_finite: bool = True) -> IndexResult:
     """II of every unit given its exemplars' dataset indices.
 
@@ -110,6 +112,7 @@ def index_of_exemplars(top_indices, items, similarity: Similarity, *, include_se
     Returns:
       ``IndexResult``.
     """
+    similarity = as_similarity(similarity)
     n = check_items(items, check_finite=check_finite)
     check_rank(top_indices, "top_indices", 2)
     top_indices = check_indices(top_indices, n, "top_indices")
@@ -118,7 +121,7 @@ def index_of_exemplars(top_indices, items, similarity: Similarity, *, include_se
     return IndexResult(np.asarray(scores), np.asarray(top_indices))
 
 
-def interpretability_index(acts, items, similarity: Similarity, *, k: int = 5, include_self_pairs: bool = True,
+def interpretability_index(acts, items, similarity: Similarity | str, *, k: int = 5, include_self_pairs: bool = True,
                            unit_batch: int = 64, embed_batch: int = 1024, check_finite: bool = True) -> IndexResult:
     """Interpretability Index of every unit (column) of ``acts``.
 
@@ -130,7 +133,8 @@ def interpretability_index(acts, items, similarity: Similarity, *, k: int = 5, i
       acts: ``[n, units]`` responses of each unit or direction to the ``n`` inputs
         (float16/bfloat16 are ranked in float32).
       items: ``[n, ...]`` the inputs as the similarity sees them (same ``n``).
-      similarity: e.g. ``pixel_l2()``, ``flax_deep_feature(model, params)``.
+      similarity: e.g. ``pixel_l2()``, ``flax_deep_feature(model, params)``, or a built-in's name
+        (``"pixel_l2"``, ``"mean_colour_l2"``).
       k: number of top exemplars compared (the paper's default is 5), ``2 <= k <= n``.
       include_self_pairs: average all ``k x k`` pairs, the self-pairs included (default, as the
         authors; ``(k-1)/k`` of the distinct-pair mean for distances), or the distinct pairs.
@@ -145,6 +149,7 @@ def interpretability_index(acts, items, similarity: Similarity, *, k: int = 5, i
       ValueError: ``k`` outside ``[2, n]``, ``items`` and ``acts`` of different lengths, a unit
         with a constant response, NaN/inf in ``acts`` or in an exemplar's embedding.
     """
+    similarity = as_similarity(similarity)
     check_rank(acts, "acts", 2)
     n = int(np.shape(acts)[0])
     check_items_match(items, n, check_finite)

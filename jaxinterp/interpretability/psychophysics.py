@@ -38,7 +38,14 @@ from jaxinterp.interpretability.exemplars import (
     two_afc_stimuli,
 )
 from jaxinterp.interpretability.index import check_items_match
-from jaxinterp.interpretability.similarity import Similarity, check_items, embed_items, pad_units
+from jaxinterp.interpretability.similarity import (
+    Similarity,
+    as_similarity,
+    check_indices,
+    check_items,
+    embed_items,
+    pad_units,
+)
 
 Array = jax.Array
 ZSCORE = ("unit", "trial")
@@ -80,7 +87,7 @@ def _trial_probs_impl(queries: Array, refs: Array, similarity: Similarity, zscor
 _trial_probs_jit = jax.jit(_trial_probs_impl, static_argnums=(2, 3, 4))
 
 
-def two_afc_from_embeddings(query_embeddings: Array, reference_embeddings: Array, similarity: Similarity, *,
+def two_afc_from_embeddings(query_embeddings: Array, reference_embeddings: Array, similarity: Similarity | str, *,
                             zscore: str = "trial", unit_batch: int = 16) -> Array:
     """Per-trial probabilities of the correct choice from embedded stimuli.
 
@@ -97,6 +104,7 @@ def two_afc_from_embeddings(query_embeddings: Array, reference_embeddings: Array
     Returns:
       ``[units, trials]`` probabilities (numpy outside ``jit``).
     """
+    similarity = as_similarity(similarity)
     check_rank(query_embeddings, "query_embeddings", 4)
     check_rank(reference_embeddings, "reference_embeddings", 5)
     query_embeddings = as_compute_array(query_embeddings, "query_embeddings")
@@ -155,7 +163,7 @@ def _embedding_dim(similarity: Similarity, items) -> int:
     return int(shape[1])
 
 
-def two_afc_of_stimuli(stimuli: TwoAFCStimuli, items, similarity: Similarity, *, zscore: str = "trial",
+def two_afc_of_stimuli(stimuli: TwoAFCStimuli, items, similarity: Similarity | str, *, zscore: str = "trial",
                        unit_batch: int = 16, embed_batch: int = 1024, check_finite: bool = True,
                        memory_budget_bytes: int = MEMORY_BUDGET_BYTES) -> TwoAFCResult:
     """2AFC scores of every unit given its stimuli (``two_afc_stimuli`` or the streamed version).
@@ -178,13 +186,16 @@ def two_afc_of_stimuli(stimuli: TwoAFCStimuli, items, similarity: Similarity, *,
     Returns:
       ``TwoAFCResult``.
     """
+    similarity = as_similarity(similarity)
     q, r = np.asarray(stimuli.queries), np.asarray(stimuli.references)
     check_rank(q, "stimuli.queries", 3)
     check_rank(r, "stimuli.references", 4)
     if q.shape[:3] != r.shape[:3]:
         raise ValueError(f"`stimuli.queries` {q.shape} and `stimuli.references` {r.shape} disagree on "
                          f"[units, 2, trials].")
-    check_items(items, check_finite=check_finite)
+    n = check_items(items, check_finite=check_finite)
+    check_indices(q, n, "stimuli.queries")
+    check_indices(r, n, "stimuli.references")
     unit_batch = check_positive_int(unit_batch, "unit_batch")
     memory_budget_bytes = check_positive_int(memory_budget_bytes, "memory_budget_bytes")
     units, _, n_trials, n_refs = r.shape
@@ -202,7 +213,7 @@ def two_afc_of_stimuli(stimuli: TwoAFCStimuli, items, similarity: Similarity, *,
     return TwoAFCResult(probs.mean(axis=1), probs, stimuli)
 
 
-def psychophysics(acts, items, similarity: Similarity, *, q: float = 0.0, protocol: str = "paper",
+def psychophysics(acts, items, similarity: Similarity | str, *, q: float = 0.0, protocol: str = "paper",
                   seed: int = PAPER_SEED, draw: int | None = None, n_trials: int = N_TRIALS,
                   n_refs: int = N_REFS, zscore: str | None = None, unit_batch: int = 16,
                   embed_batch: int = 1024, check_finite: bool = True,
@@ -214,7 +225,7 @@ def psychophysics(acts, items, similarity: Similarity, *, q: float = 0.0, protoc
         (800 for the defaults; ``"ranked"``: at least 400) inside each unit's ``[q, 1-q]``
         quantile range. float16/bfloat16 are computed in float32 (float64 for the quantiles).
       items: ``[n, ...]`` the inputs as the similarity sees them (finite).
-      similarity: a ``Similarity``.
+      similarity: a ``Similarity`` or a built-in's name (``"pixel_l2"``, ``"mean_colour_l2"``).
       q: difficulty quantile (0: extremes; 0.25: the harder task).
       protocol: ``"paper"`` (Klindt et al.'s construction, the default) or ``"ranked"``; see
         ``two_afc_stimuli``.
@@ -234,6 +245,7 @@ def psychophysics(acts, items, similarity: Similarity, *, q: float = 0.0, protoc
       ValueError: NaN/inf in ``acts``, in ``items`` or in the embeddings of the stimuli drawn from ``items``,
         too few inputs in range, mismatched lengths, constant units, an unknown ``protocol``.
     """
+    similarity = as_similarity(similarity)
     check_rank(acts, "acts", 2)
     check_items_match(items, int(np.shape(acts)[0]), check_finite)
     if protocol not in PROTOCOLS:

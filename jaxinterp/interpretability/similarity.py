@@ -86,6 +86,25 @@ def mean_colour_l2() -> Similarity:
     return Similarity("mean_colour_l2", _mean_colour, neg_euclidean, 0.0)
 
 
+#: similarities that take no arguments, accepted by name wherever a ``Similarity`` is
+NAMED = {"pixel_l2": pixel_l2, "mean_colour_l2": mean_colour_l2}
+
+
+def as_similarity(similarity: Similarity | str, name: str = "similarity") -> Similarity:
+    """``similarity`` itself, or the built-in one of that name (``"pixel_l2"``, ``"mean_colour_l2"``).
+
+    Raises KeyError for an unknown name (listing the known ones) and TypeError for anything else.
+    """
+    if isinstance(similarity, Similarity):
+        return similarity
+    if isinstance(similarity, str):
+        if similarity not in NAMED:
+            raise KeyError(f"`{name}`: unknown similarity {similarity!r}; known by name: {sorted(NAMED)} (or pass "
+                           f"a Similarity such as label_agreement(n) or flax_deep_feature(model, params)).")
+        return NAMED[similarity]()
+    raise TypeError(f"`{name}` must be a Similarity or one of {sorted(NAMED)}; got {type(similarity).__name__}.")
+
+
 def label_agreement(n_classes: int) -> Similarity:
     """1 if two items have the same integer label, else 0 (items are labels ``[n]`` in ``[0, n_classes)``).
 
@@ -195,7 +214,7 @@ def flax_deep_feature(model, params, layers: Sequence[str] | None = None,
     return deep_feature(network_features(fn, layers), name=name)
 
 
-def embed_items(similarity: Similarity, items, indices, *, batch_size: int = 1024,
+def embed_items(similarity: Similarity | str, items, indices, *, batch_size: int = 1024,
                 check_finite: bool = True) -> np.ndarray:
     """Embeddings of ``items[indices]``, embedding each distinct index once, in jitted batches.
 
@@ -216,6 +235,7 @@ def embed_items(similarity: Similarity, items, indices, *, batch_size: int = 102
         meaningless).
       TypeError: ``items`` that is not an array, non-integer ``indices``.
     """
+    similarity = as_similarity(similarity)
     batch_size = check_positive_int(batch_size, "batch_size")
     n = check_items(items, check_finite=check_finite)
     idx = check_indices(indices, n)
@@ -311,12 +331,13 @@ def pairwise(similarity: Similarity, a: Array, b: Array) -> Array:
     return similarity.compare(a[..., :, None, :], b[..., None, :, :])
 
 
-def precomputed(similarity: Similarity) -> Similarity:
+def precomputed(similarity: Similarity | str) -> Similarity:
     """The same similarity acting on embeddings already computed with ``similarity.embed``.
 
     Embed a dataset once (``embed_items(sim, x, np.arange(len(x)))``) and score many sets of
     units or directions against the table, passing ``precomputed(sim)`` and the table as items.
     """
+    similarity = as_similarity(similarity)
     return Similarity(similarity.name, _as_float_rows, similarity.compare, similarity.maximum)
 
 
