@@ -246,3 +246,55 @@ def test_dictionary_learning_recovers_planted_atoms():
     assert float(jd.mean_max_cosine(d.components, w)) >= 0.9
     norms = np.linalg.norm(np.asarray(d.components), axis=1)
     assert (norms <= 1 + 1e-5).all()
+
+
+# ---------------------------------------------------------------- input policy (issue 12)
+
+
+def test_kmeans_refuses_k_above_distinct_rows():
+    """Three distinct rows repeated: k = 4 would repeat a centre, so it is an error naming `k`."""
+    x = np.repeat(np.eye(3, 5, dtype=np.float32), 10, axis=0)
+    assert len(np.unique(np.asarray(jd.fit(jd.kmeans(3), x, key=_key()).components), axis=0)) == 3
+    for learner in (jd.kmeans(4), jd.kmeans(4, cosine=True), jd.minibatch_kmeans(4, steps=2, batch_size=8)):
+        with pytest.raises(ValueError, match=r"`k` = 4 exceeds the 3 distinct"):
+            jd.fit(learner, x, key=_key())
+    # cosine K-means: positive multiples are the same direction
+    with pytest.raises(ValueError, match="distinct directions"):
+        jd.fit(jd.kmeans(4, cosine=True), np.concatenate([x, 2 * x]), key=_key())
+
+
+def test_fit_refuses_raw_uint32_keys():
+    with pytest.raises(TypeError, match="`key` must be a typed PRNG key"):
+        jd.fit(jd.pca(2), np.eye(4, dtype=np.float32), key=jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize("method", ["cov", "svd"])
+def test_pca_at_1e30_equals_pca_of_scaled_data(method):
+    """Covariance of centred, scaled data: the axes at 1e30 equal those at 1 (float32 would overflow)."""
+    x = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32) * np.arange(1, 7, dtype=np.float32)
+    ref = jd.fit(jd.pca(3, method=method), x, key=_key())
+    big = jd.fit(jd.pca(3, method=method), x * np.float32(1e30), key=_key())
+    np.testing.assert_allclose(np.asarray(big.components), np.asarray(ref.components), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(big.center) / 1e30, np.asarray(ref.center), rtol=1e-5, atol=1e-6)
+    sk = PCA(3).fit(x.astype(np.float64))
+    np.testing.assert_allclose(np.asarray(ref.info["explained_variance"]), sk.explained_variance_, rtol=1e-4)
+
+
+@pytest.mark.parametrize("make", [lambda: jd.sae(16, steps=20, batch_size=16), lambda: jd.pca(3)])
+def test_half_precision_is_computed_in_float32(make):
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    x16 = x.astype(np.float16)
+    half = jd.fit(make(), x16, key=_key())
+    ref = jd.fit(make(), x16.astype(np.float32), key=_key())
+    assert half.components.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(half.components), np.asarray(ref.components), rtol=1e-6, atol=1e-6)
+
+
+def test_sparse_encode_is_scale_equivariant_in_the_dictionary():
+    """Atoms times s and penalty times s: the codes are divided by s (and stay finite at 1e20)."""
+    rng = np.random.default_rng(0)
+    x, dct = rng.normal(size=(8, 6)).astype(np.float32), rng.normal(size=(4, 6)).astype(np.float32)
+    ref = np.asarray(jd.sparse_encode(x, dct, 0.1, n_iter=500))
+    # min 0.5||x - c (sD)||^2 + a s ||c||_1 has solution c = ref / s
+    big = np.asarray(jd.sparse_encode(x, dct * np.float32(1e20), 0.1 * 1e20, n_iter=500))
+    np.testing.assert_allclose(big * 1e20, ref, rtol=1e-3, atol=1e-5)

@@ -57,7 +57,7 @@ __all__ = [
     "Directions", "unstack",
     "Encoder", "Linear", "ReLU", "TopK", "BatchTopK", "JumpReLU", "NearestCentroid", "CosineCentroid", "NNLS",
     "Lasso",
-    "kmeans_plusplus", "pca_from_moments", "sparse_encode",
+    "pca_from_moments", "sparse_encode",
     "correlation_matrix", "cosine_matrix", "dead_fraction", "evaluate", "explained_variance", "feature_density",
     "feature_density_histogram", "l0", "matched_correlations", "mcc", "mean_max_cosine", "mse",
 ]

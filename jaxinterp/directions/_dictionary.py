@@ -13,7 +13,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxinterp._validation import check_positive_int, check_rank
+from jaxinterp._validation import check_positive_int
 from jaxinterp.directions._solvers import lasso_fista, power_lipschitz, unit_rows
 from jaxinterp.directions.base import Directions, validate_data
 from jaxinterp.directions.encoders import Lasso
@@ -36,12 +36,18 @@ def sparse_encode(x: jax.Array, dictionary: jax.Array, alpha: float, *, n_iter: 
       ``[n, k]`` codes minimising ``0.5 ||x - c D||^2 + alpha ||c||_1``.
     """
     x = validate_data(x)
-    check_rank(dictionary, "dictionary", 2)
+    dictionary = validate_data(dictionary, "dictionary")
     if dictionary.shape[1] != x.shape[1]:
         raise ValueError(f"`dictionary` must have shape (*, {x.shape[1]}); got {dictionary.shape}.")
     check_number(alpha, "alpha")
-    return lasso_fista(x, jnp.asarray(dictionary, x.dtype), alpha, n_iter=check_positive_int(n_iter, "n_iter"),
-                       positive=check_bool(positive, "positive"), tol=tol)
+    # the same lasso on atoms divided by their largest entry s (codes times s, penalty over s):
+    # the Lipschitz bound ||D D^T|| cannot overflow
+    dictionary = jnp.asarray(dictionary, x.dtype)
+    s = jnp.max(jnp.abs(dictionary))
+    s = jnp.where(s > 0, s, 1.0)
+    codes = lasso_fista(x, dictionary / s, alpha / s, n_iter=check_positive_int(n_iter, "n_iter"),
+                        positive=check_bool(positive, "positive"), tol=tol)
+    return codes / s
 
 
 class DictState(NamedTuple):

@@ -16,7 +16,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxinterp._validation import check_positive_int
+import numpy as np
+
+from jaxinterp._validation import check_key, check_positive_int, is_concrete
 from jaxinterp.directions._solvers import sq_distances, unit_rows
 from jaxinterp.directions.base import Directions, validate_data
 from jaxinterp.directions.encoders import CosineCentroid, NearestCentroid
@@ -38,8 +40,30 @@ def kmeans_plusplus(x: jax.Array, k: int, *, key: jax.Array, n_local_trials: int
       ``[k, d]`` initial centres (rows of ``x``).
     """
     x = validate_data(x, k=k)
+    check_distinct(x, k, "x")
+    key = check_key(key, "key")
     trials = _trials(k, n_local_trials)
     return _kmeans_plusplus(key, x, k, trials)
+
+
+def check_distinct(x, k: int, name: str, *, cosine: bool = False) -> None:
+    """Raise ValueError when a concrete ``x [n, d]`` has fewer than ``k`` distinct rows.
+
+    k-means++ would have to repeat a row, and K-means would return duplicate centres. The first
+    ``4k`` rows are checked first, so the usual case costs a sort of ``4k`` rows.
+    """
+    if not is_concrete(x):
+        return
+    a = np.asarray(x)
+    if cosine:
+        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    for m in dict.fromkeys((min(len(a), 4 * k), len(a))):
+        n_distinct = len(np.unique(a[:m], axis=0))
+        if n_distinct >= k:
+            return
+    what = "distinct directions" if cosine else "distinct rows"
+    raise ValueError(f"`k` = {k} exceeds the {n_distinct} {what} of `{name}`; K-means would return duplicate "
+                     f"centres. Use k <= {n_distinct}.")
 
 
 def _trials(k, n_local_trials):
@@ -166,7 +190,8 @@ def kmeans(k: int, *, cosine: bool = False, response: str = "projection", n_init
     keep only the nearest centroid. ``info`` holds ``inertia`` and ``n_iter``.
 
     Args:
-      k: number of clusters, ``1 <= k <= n``.
+      k: number of clusters, at most the number of distinct rows of the data (distinct
+        directions for cosine K-means); more is an error, as the centres would repeat.
       cosine: cluster the L2-normalised rows with unit-norm centroids (spherical K-means).
       response: ``"projection"`` or ``"distance"``.
       n_init: independent initialisations run in parallel; the lowest inertia wins.
@@ -187,6 +212,7 @@ def kmeans(k: int, *, cosine: bool = False, response: str = "projection", n_init
 
     def init(key, x):
         x = validate_data(x, "data", k=k)
+        check_distinct(x, k, "data", cosine=cosine)
         return KMeansState(key, jnp.asarray(tol, x.dtype), jnp.zeros((k, x.shape[1]), x.dtype),
                            jnp.zeros((), x.dtype), jnp.zeros((), jnp.int32))
 
@@ -216,6 +242,7 @@ def _minibatch_init(key, x, *, k, cosine, init_size) -> MiniBatchKMeansState:
     sub = x[jax.random.choice(k_sub, n, (m,), replace=False)]
     if cosine:
         sub = unit_rows(sub)
+    check_distinct(sub, k, "data (its initialisation sample)")
     centers = _kmeans_plusplus(k_pp, sub, k, 2 + int(math.log(k)))
     if cosine:
         centers = unit_rows(centers)

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxinterp._validation import check_positive_int, check_rank, check_shape
 from jaxinterp.directions.base import Directions, validate_data
@@ -49,16 +50,25 @@ def _pca_from_cov(mean, cov, k):
 
 @partial(jax.jit, static_argnums=(1, 2))
 def _pca(x, k, method):
+    """PCA of ``x [n, d]``, computed on the data divided by its largest magnitude.
+
+    The axes come from the scaled data (no overflow of the squares, e.g. at 1e30 in float32);
+    variances are scaled back, so they overflow only when the true value is not representable.
+    """
     n = x.shape[0]
-    mean = jnp.mean(x, axis=0)
-    xc = x - mean
+    s = jnp.max(jnp.abs(x))
+    s = jnp.where(s > 0, s, 1.0)
+    xs = x / s
+    mean_s = jnp.mean(xs, axis=0)
+    xc = xs - mean_s
     if method == "auto":
         method = "cov" if n >= 4 * x.shape[1] else "svd"
     if method == "cov":
-        return _pca_from_cov(mean, (xc.T @ xc) / max(n - 1, 1), k)
-    _, s, vt = jnp.linalg.svd(xc, full_matrices=False)
-    var = s**2 / max(n - 1, 1)
-    return PCAState(_flip_signs(vt[:k]), var[:k], mean, jnp.sum(var))
+        fit = _pca_from_cov(mean_s, (xc.T @ xc) / max(n - 1, 1), k)
+        return PCAState(fit.components, fit.explained_variance * s**2, mean_s * s, fit.total_variance * s**2)
+    _, sv, vt = jnp.linalg.svd(xc, full_matrices=False)
+    var = sv**2 / max(n - 1, 1)
+    return PCAState(_flip_signs(vt[:k]), var[:k] * s**2, mean_s * s, jnp.sum(var) * s**2)
 
 
 def _pca_update(state: PCAState, x, *, k, method) -> PCAState:
@@ -115,8 +125,13 @@ def pca_from_moments(mean: jax.Array, cov: jax.Array, k: int, *, whiten: bool = 
     Returns:
       ``Directions``, as ``fit(pca(k), x)`` on data with these moments.
     """
-    check_rank(mean, "mean", 1)
+    mean = validate_data(mean if mean is None or isinstance(mean, str) else np.asarray(mean)[None], "mean")[0]
     d = mean.shape[0]
+    cov = validate_data(cov, "cov")
     check_shape(cov, "cov", (d, d))
     k = check_positive_int(k, "k", maximum=d, maximum_name="dimension of `mean`")
-    return _pca_finalize(_pca_from_cov(jnp.asarray(mean), jnp.asarray(cov), k), whiten=check_bool(whiten, "whiten"))
+    s = jnp.max(jnp.abs(cov))
+    s = jnp.where(s > 0, s, 1.0)
+    fit = _pca_from_cov(mean, cov / s, k)
+    fit = fit._replace(explained_variance=fit.explained_variance * s, total_variance=fit.total_variance * s)
+    return _pca_finalize(fit, whiten=check_bool(whiten, "whiten"))

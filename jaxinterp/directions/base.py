@@ -160,8 +160,13 @@ def validate_data(x, name: str = "x", *, k: int | None = None, k_name: str = "k"
       nonnegative: reject negative entries (NMF).
 
     Returns:
-      ``x`` as a jax array.
+      ``x`` as a jax array; float16 and bfloat16 data come back as float32 (half precision is
+      computed in float32).
     """
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"`{name}` must be a floating array [n, d]; got {type(x).__name__}.")
+    if getattr(x, "dtype", None) == jnp.bfloat16:
+        x = jnp.asarray(x, jnp.float32)
     check_rank(x, name, 2)
     check_floating(x, name)
     check_finite(x, name)
@@ -178,11 +183,18 @@ def validate_data(x, name: str = "x", *, k: int | None = None, k_name: str = "k"
                                maximum_name=f"min(n_samples, n_features) of `{name}`")
         else:
             check_positive_int(k, k_name)
-    return jnp.asarray(x)
+    return compute_dtype(jnp.asarray(x))
+
+
+def compute_dtype(x: jax.Array) -> jax.Array:
+    """``x`` in float32 when it is in half precision (float16, bfloat16), else unchanged."""
+    return x.astype(jnp.float32) if jnp.finfo(x.dtype).bits < 32 else x
 
 
 def unstack(directions: Directions) -> list[Directions]:
     """Split ``Directions`` stacked on a leading axis (e.g. from a ``vmap`` sweep) into a list."""
+    if not isinstance(directions, Directions):
+        raise TypeError(f"`directions` must be Directions from fit(...); got {type(directions).__name__}.")
     if directions.components.ndim != 3:
         raise ValueError(f"`directions` must be stacked, with components [s, k, d]; "
                          f"got {directions.components.shape}.")

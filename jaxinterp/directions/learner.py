@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import checkpoint as ckpt
-from jaxinterp._validation import check_finite, check_positive_int, is_concrete
-from jaxinterp.directions.base import Directions, validate_data
+from jaxinterp._validation import check_finite, check_key, check_positive_int, is_concrete
+from jaxinterp.directions.base import Directions, compute_dtype, validate_data
 from jaxinterp.loop import run_chunks
 
 __all__ = ["Learner", "Static", "fit"]
@@ -105,7 +105,8 @@ def fit(learner: Learner, data, *, key: jax.Array, steps: int | None = None, bat
         replacement inside the jitted loop), a ``numpy.memmap`` (minibatches gathered on the
         host, chunk by chunk; the same rows as for the array in memory), or an iterable of
         ``[b, d]`` batches used in order (minibatch learners only).
-      key: PRNG key (``jax.random.key``); same key, same result. Full-batch learners get it as
+      key: typed PRNG key (``jax.random.key(seed)``; raw ``uint32`` keys are refused); same
+        key, same result. Full-batch learners get it as
         is; minibatch learners split it into an initialisation key and a sampling key, and the
         minibatch of step ``t`` is drawn with ``fold_in(sampling_key, t)``, so results do not
         depend on ``chunk_size`` or on resuming.
@@ -126,7 +127,7 @@ def fit(learner: Learner, data, *, key: jax.Array, steps: int | None = None, bat
     """
     if not isinstance(learner, Learner):
         raise TypeError(f"`learner` must be a Learner from a factory such as kmeans(k); got {type(learner).__name__}.")
-    key = _as_key(key)
+    key = check_key(key, "key")
     check_positive_int(chunk_size, "chunk_size")
     if learner.full_batch:
         for value, name in ((steps, "steps"), (batch_size, "batch_size")):
@@ -206,7 +207,7 @@ class _ArraySource:
                                             n_rows=self.shape[0]))
             batches = np.asarray(self.data[idx.reshape(-1)]).reshape(m, self.batch_size, d)
             check_finite(batches, "data")
-            state = _batches_chunk(update, state, jnp.asarray(batches))
+            state = _batches_chunk(update, state, compute_dtype(jnp.asarray(batches)))
         return state
 
 
@@ -291,15 +292,6 @@ def _batches_chunk(update, state, batches):
 
 
 # ---------------------------------------------------------------- keys and checkpoints
-
-
-def _as_key(key) -> jax.Array:
-    if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,):
-        return jax.random.wrap_key_data(key)
-    raise TypeError(f"`key` must be a PRNG key from jax.random.key(seed); got {type(key).__name__} "
-                    f"{getattr(key, 'dtype', '')}.")
 
 
 def _fingerprint(learner: Learner, key, steps, batch_size, shape) -> str | None:
