@@ -113,11 +113,18 @@ def test_builtin_reader_reads_spec_bytes(tmp_path):
         np.testing.assert_array_equal(got[k], t[k])
 
 
-def test_builtin_bfloat16_and_big_endian(tmp_path):
+@pytest.mark.parametrize("backend", ["builtin", "auto"])
+def test_bfloat16_and_big_endian(tmp_path, backend):
     import ml_dtypes
     t = {"h": np.array([1.0, -0.5, 3.0], ml_dtypes.bfloat16), "be": np.array([1.0, 2.0], ">f4")}
     sl.save_safetensors(t, tmp_path / "b.safetensors", backend="builtin")
-    got = sl.load_safetensors(tmp_path / "b.safetensors", backend="builtin")
+    raw = (tmp_path / "b.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    entry = json.loads(raw[8:8 + n])["h"]
+    assert entry["dtype"] == "BF16"
+    lo = 8 + n + entry["data_offsets"][0]
+    assert raw[lo:lo + 2] == np.array([1.0], "<f4").tobytes()[2:]  # bfloat16 = upper half of the float32
+    got = sl.load_safetensors(tmp_path / "b.safetensors", backend=backend)
     np.testing.assert_array_equal(got["h"].astype(np.float32), [1.0, -0.5, 3.0])
     np.testing.assert_array_equal(got["be"], [1.0, 2.0])
     assert got["be"].dtype == np.dtype("<f4")
@@ -144,6 +151,7 @@ def test_builtin_and_package_agree_both_ways(tmp_path):
     (lambda raw: raw[:-4], "do not match"),
     (lambda raw: raw + b"\0" * 4, "trailing bytes"),
     (lambda raw: raw[:8] + b"[" + raw[9:], "not valid JSON"),
+    (lambda raw: raw.replace(b'"F32"', b'"X32"'), "bad header entry"),
 ])
 def test_corrupt_safetensors_named(tmp_path, mutate, match):
     raw = spec_safetensors({"a": np.ones(3, np.float32)})
@@ -165,25 +173,30 @@ def data():
 _FITTED = {}
 
 
-def _fit(x, kind, normalize):
-    """A briefly trained SAE, cached per (kind, normalize): the data fixture is fixed for the module."""
-    if (kind, normalize) not in _FITTED:
-        _FITTED[kind, normalize] = _train(x, kind, normalize)
-    return _FITTED[kind, normalize]
-
-
-def _train(x, kind, normalize):
-    learner = jd.sae(24, kind=kind, k=3, steps=150, batch_size=128, normalize=normalize,
-                     coef={"relu": 0.3, "jumprelu": 0.05}.get(kind))
-    return jd.fit(learner, x, key=jax.random.key(1))
+def _fit(x, kind):
+    """A briefly trained SAE (z-scored inputs), cached per kind: the data fixture is fixed for the module."""
+    if kind not in _FITTED:
+        learner = jd.sae(24, kind=kind, k=3, steps=150, batch_size=128, normalize="zscore",
+                         coef={"relu": 0.3, "jumprelu": 0.05}.get(kind))
+        _FITTED[kind] = jd.fit(learner, x, key=jax.random.key(1))
+    return _FITTED[kind]
 
 
 @pytest.mark.parametrize("kind", ["relu", "topk", "batchtopk", "jumprelu"])
 @pytest.mark.parametrize("normalize", ["none", "zscore"])
 def test_round_trip_trained_sae(tmp_path, data, kind, normalize):
-    """load(save(d)) encodes and reconstructs like d; normalisation folded into the weights."""
+    """load(save(d)) encodes and reconstructs like d; normalisation folded into the weights.
+
+    ``normalize="none"``: the same trained SAE with its normalisation removed (center 0, scale 1;
+    still an SAE, on other coordinates), for which the export is exact arithmetic.
+    """
     x, xe = data
-    d = _fit(x, kind, normalize)
+    d = _fit(x, kind)
+    if normalize == "none":
+        xe = np.asarray((xe - d.center) / d.scale)  # inputs on the scale this SAE was trained on
+        d = d.replace(center=np.zeros_like(d.center), scale=np.ones_like(d.scale))
+    else:
+        assert np.ptp(np.asarray(d.scale)) > 0  # per-feature scale: the fold is not trivial
     for backend in ("builtin", "auto"):
         folder = sl.save_saelens(d, tmp_path / f"sae_{backend}", hook_name="blocks.0.hook_mlp_out", backend=backend)
         back = sl.load_saelens(folder, backend=backend)
@@ -202,7 +215,7 @@ def test_round_trip_trained_sae(tmp_path, data, kind, normalize):
 def test_written_folder_is_saelens_and_matches_its_formula(tmp_path, data, kind, arch):
     """cfg.json has SAELens's fields; SAELens's own formula on the written tensors gives our codes."""
     x, xe = data
-    d = _fit(x, kind, "zscore")
+    d = _fit(x, kind)
     folder = sl.save_saelens(d, tmp_path / "sae", hook_name="h", model_name="toy")
     cfg = json.loads((folder / "cfg.json").read_text())
     assert set(cfg) <= SAELENS_FIELDS
@@ -225,15 +238,19 @@ def test_written_folder_is_saelens_and_matches_its_formula(tmp_path, data, kind,
     np.testing.assert_allclose(np.asarray(d.reconstruct(xe)), x_hat, atol=2e-5 * max(1.0, np.abs(xe).max()))
 
 
-def test_dtype_option(tmp_path, data):
-    d = _fit(data[0], "relu", "none")
-    folder = sl.save_saelens(d, tmp_path / "h", dtype="bfloat16", backend="builtin")
+@pytest.mark.parametrize("backend", ["builtin", "auto"])
+def test_dtype_option(tmp_path, data, backend):
+    d = _fit(data[0], "relu")
+    folder = sl.save_saelens(d, tmp_path / "h", dtype="bfloat16", backend=backend)
     assert json.loads((folder / "cfg.json").read_text())["dtype"] == "bfloat16"
     raw = (folder / "sae_weights.safetensors").read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
     assert json.loads(raw[8:8 + n])["W_enc"]["dtype"] == "BF16"
-    back = sl.load_saelens(folder, backend="builtin")
-    np.testing.assert_allclose(np.asarray(back.components), np.asarray(d.components), atol=1e-2)
+    back = sl.load_saelens(folder, backend=backend)
+    # bfloat16 keeps 8 significant bits: relative error <= 2**-8 per entry
+    ref = np.asarray(d.components * d.scale)
+    np.testing.assert_allclose(np.asarray(back.components), ref, rtol=2.0**-8, atol=0)
+    assert not np.array_equal(np.asarray(back.components), ref)  # it was rounded
 
 
 # ---------------------------------------------------------------- hand-written SAELens folders
@@ -347,7 +364,7 @@ def test_export_refuses_what_saelens_cannot_hold(tmp_path, data):
     km = jd.fit(jd.kmeans(4), x, key=jax.random.key(0))
     with pytest.raises(TypeError, match="no architecture for a NearestCentroid"):
         sl.save_saelens(km, tmp_path / "km")
-    jr = _fit(x, "jumprelu", "none")
+    jr = _fit(x, "jumprelu")
     neg = jr.replace(encoder=jd.JumpReLU(jr.encoder.weight, jr.encoder.bias, threshold=-jr.encoder.threshold))
     with pytest.raises(ValueError, match="negative"):
         sl.save_saelens(neg, tmp_path / "neg")

@@ -94,6 +94,14 @@ def _encode_safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str]
     return struct.pack("<Q", len(text)) + text + b"".join(blobs)
 
 
+def _start_offset(item) -> int:
+    """Sort key of a header entry: its first data offset (-1 when malformed; the entry is rejected later)."""
+    try:
+        return int(item[1]["data_offsets"][0])
+    except (KeyError, TypeError, IndexError, ValueError):
+        return -1
+
+
 def _decode_safetensors(raw: bytes, path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Tensors and metadata of the safetensors bytes ``raw``; errors name ``path``."""
     if len(raw) < 8:
@@ -109,9 +117,10 @@ def _decode_safetensors(raw: bytes, path: str) -> tuple[dict[str, np.ndarray], d
         raise ValueError(f"{path}: the safetensors header must be a JSON object.")
     metadata = header.pop("__metadata__", None) or {}
     buffer, out, end = memoryview(raw)[8 + n:], {}, 0
-    for name, spec in sorted(header.items(), key=lambda kv: kv[1].get("data_offsets", [0])[0]):
+    for name, spec in sorted(header.items(), key=_start_offset):
         try:
-            dtype, shape, (lo, hi) = _ST_DTYPES[spec["dtype"]], tuple(spec["shape"]), spec["data_offsets"]
+            dtype, shape, (lo, hi) = _ST_DTYPES[spec["dtype"]], tuple(map(int, spec["shape"])), spec["data_offsets"]
+            lo, hi = int(lo), int(hi)
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{path}: tensor {name!r} has a bad header entry {spec!r} (expected dtype in "
                              f"{sorted(_ST_DTYPES)}, shape and data_offsets).") from None
@@ -169,8 +178,9 @@ def load_safetensors(path: str | os.PathLike, *, backend: str = "auto") -> dict[
         from safetensors.numpy import load
         try:
             return dict(load(raw))
-        except (SafetensorError, TypeError) as err:
-            raise ValueError(f"{path}: cannot read safetensors file ({err}).") from None
+        except (SafetensorError, TypeError, KeyError) as err:  # KeyError: a dtype numpy lacks (BF16)
+            if backend == "safetensors":
+                raise ValueError(f"{path}: the safetensors package cannot read it ({err!r}).") from None
     return _decode_safetensors(raw, str(path))[0]
 
 
