@@ -40,7 +40,8 @@ def spec_safetensors(tensors: dict, metadata=None) -> bytes:
     for name, arr in tensors.items():
         arr = np.asarray(arr)
         data = arr.astype(arr.dtype.newbyteorder("<")).tobytes(order="C")
-        header[name] = {"dtype": codes[arr.dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
+        header[name] = {"dtype": codes[arr.dtype], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)
     text = json.dumps(header).encode()
@@ -69,7 +70,8 @@ def saelens_forward(w: dict, cfg: dict, x: np.ndarray):
 
 def write_folder(folder, w: dict, cfg: dict):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sae_weights.safetensors").write_bytes(spec_safetensors({k: np.asarray(v, np.float32) for k, v in w.items()}))
+    tensors = {k: np.asarray(v, np.float32) for k, v in w.items()}
+    (folder / "sae_weights.safetensors").write_bytes(spec_safetensors(tensors))
     (folder / "cfg.json").write_text(json.dumps(cfg))
 
 
@@ -257,7 +259,8 @@ def test_dtype_option(tmp_path, data, backend):
 
 
 BASE_CFG = {"d_in": 12, "d_sae": 20, "dtype": "float32", "device": "cpu", "normalize_activations": "none",
-            "reshape_activations": "none", "metadata": {"sae_lens_version": "6.5.0", "hook_name": "blocks.3.hook_resid_pre"}}
+            "reshape_activations": "none",
+            "metadata": {"sae_lens_version": "6.5.0", "hook_name": "blocks.3.hook_resid_pre"}}
 
 
 @pytest.mark.parametrize("arch, extra", [
