@@ -92,3 +92,26 @@ def test_224_units_of_60k_dim_embeddings_stay_under_4_gb():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3000, check=True)
     peak = int(out.stdout.strip().splitlines()[-1])
     assert peak < 4e9, f"peak resident memory {peak / 1e9:.2f} GB"
+
+
+def test_streamed_paper_stimuli_equal_in_memory():
+    """Paper protocol streamed (batches of 128, rows reversed for the top ranks) == in memory, with
+    tied responses (rounded to 0.25) so the tie rules matter, at q = 0 and at q = 0.25 (exact bounds)."""
+    rng = np.random.default_rng(11)
+    data = rng.normal(size=(1700, 5)).astype(np.float32)
+    w = rng.normal(size=(5, 3)).astype(np.float32)
+
+    def response(b):
+        return (b @ w * 4.0).round() / 4.0
+
+    acts = np.asarray(response(data))
+    for q in (0.0, 0.25):
+        bounds = None if q == 0.0 else tuple(np.quantile(acts.astype(np.float64), [q, 1 - q], axis=0))
+        got = interp.stream_two_afc_stimuli(response, data, q, protocol="paper", bounds=bounds, batch_size=128)
+        want = interp.two_afc_stimuli(acts, q, protocol="paper")
+        np.testing.assert_array_equal(got.queries, want.queries)
+        np.testing.assert_array_equal(got.references, want.references)
+    with pytest.raises(ValueError, match="`bounds`"):
+        interp.stream_two_afc_stimuli(response, data, 0.25, protocol="paper")
+    with pytest.raises(ValueError, match="`protocol`"):
+        interp.stream_two_afc_stimuli(response, data, protocol="nope")

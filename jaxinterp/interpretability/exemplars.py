@@ -499,11 +499,12 @@ def _select_step(response_fn: ResponseFn, score_fn: Callable[[Array, Any], Array
 
 
 def _stream_select(response_fn: ResponseFn, data: Any, n: int, batch_size: int, k: int,
-                   score_fn: Callable[[Array, Any], Array], params: Any, progress: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   score_fn: Callable[[Array, Any], Array], params: Any, progress: bool = False,
+                   reverse: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Streamed top-k inputs per slot of ``score_fn(responses [b, units], params) -> [b, slots]``.
 
-    Scores of ``-inf`` mark inputs excluded from a slot. Raises ValueError for constant units.
+    Scores of ``-inf`` mark inputs excluded from a slot; ties keep the earlier input (``reverse``:
+    the later one, by streaming the rows last to first). Raises ValueError for constant units.
     Returns ``(indices [slots, k], scores [slots, k], counts [slots])`` where ``counts`` is the
     number of non-excluded inputs (indices are -1 where fewer than ``k`` exist).
     """
@@ -513,51 +514,85 @@ def _stream_select(response_fn: ResponseFn, data: Any, n: int, batch_size: int, 
     step = _select_step(response_fn, score_fn)
     state = (_topk_init(slots, k), jnp.zeros((slots,), jnp.int32), jnp.full((units,), jnp.inf),
              jnp.full((units,), -jnp.inf))
-    it = list(_batches(n, batch_size))
+    it = list(_batches(n, batch_size))[:: -1 if reverse else 1]
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(it, desc="exemplars", leave=False)
+    flip = (lambda x: x[::-1]) if reverse else (lambda x: x)
     for start, size in it:
-        batch = _padded(data, start, size, batch_size)
-        state = step(state, batch, jnp.arange(start, start + batch_size, dtype=jnp.int32),
-                     jnp.arange(batch_size) < size, params)
+        batch = jax.tree_util.tree_map(flip, _padded(data, start, size, batch_size))
+        state = step(state, batch, flip(jnp.arange(start, start + batch_size, dtype=jnp.int32)),
+                     flip(jnp.arange(batch_size) < size), params)
     top, count, lo, hi = jax.device_get(state)
     check_unit_ranges(lo, hi, "response_fn(data)")
     return np.asarray(top.indices), np.asarray(top.values), np.asarray(count)
 
 
+def _float32_inside(lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    """float32 bounds keeping exactly the float32 values inside the float64 ``[lo, hi]``
+    (``lo`` rounded up, ``hi`` rounded down)."""
+    lo64, hi64 = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    lo32, hi32 = lo64.astype(np.float32), hi64.astype(np.float32)
+    lo32 = np.where(lo32 < lo64, np.nextafter(lo32, np.float32(np.inf)), lo32)
+    hi32 = np.where(hi32 > hi64, np.nextafter(hi32, np.float32(-np.inf)), hi32)
+    return lo32.astype(np.float32), hi32.astype(np.float32)
+
+
 def stream_two_afc_stimuli(response_fn: ResponseFn, data: Any, q: float = 0.0, *, n_trials: int = N_TRIALS,
                            n_refs: int = N_REFS, bounds: tuple[Any, Any] | None = None, batch_size: int = 256,
-                           bins: int = 4096, progress: bool = False) -> TwoAFCStimuli:
+                           bins: int = 4096, progress: bool = False, protocol: str = "ranked",
+                           seed: int = PAPER_SEED, draw: int | None = None) -> TwoAFCStimuli:
     """``two_afc_stimuli`` streamed over ``data`` in bounded memory.
 
-    For ``q > 0`` a first pass (``jaxinterp.streaming.stream``) estimates each unit's ``q`` and
-    ``1-q`` quantiles from a ``bins``-bin histogram (error about one bin width); pass
-    ``bounds=(lower [units], upper [units])`` to use exact or precomputed ones instead. The
-    selection pass keeps the ``n_trials * (1 + n_refs)`` top and bottom inputs inside the range
-    (with ``q = 0`` it is the only pass; ``lower``/``upper`` are then -inf/inf).
+    ``protocol="ranked"`` (default here): for ``q > 0`` a first pass
+    (``jaxinterp.streaming.stream``) estimates each unit's ``q`` and ``1-q`` quantiles from a
+    ``bins``-bin histogram (error about one bin width); pass ``bounds=(lower [units], upper
+    [units])`` to use exact or precomputed ones instead. The selection pass keeps the
+    ``n_trials * (1 + n_refs)`` top and bottom inputs inside the range (with ``q = 0`` it is the
+    only pass; ``lower``/``upper`` are then -inf/inf).
+
+    ``protocol="paper"``: the same stimuli as ``two_afc_stimuli(response_fn(data), q,
+    protocol="paper", seed=seed, draw=draw)``: more than ``4 * n_trials * (1 + n_refs)`` inputs in
+    range, ties at the top to the later input (a second pass streams the rows last to first),
+    seeded query shuffles. ``q > 0`` needs the exact float64 quantiles as ``bounds`` (a histogram
+    would change which inputs are kept).
     The jitted step is cached per ``response_fn``: pass the same function object to reuse it.
     """
     q, n_trials, n_refs = _check_2afc_args(q, n_trials, n_refs)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"`protocol` must be one of {PROTOCOLS}; got {protocol!r}.")
     need = n_trials * (1 + n_refs)
+    min_kept = 4 * need + 1 if protocol == "paper" else 2 * need
     n, units, batch_size = _stream_units(response_fn, data, batch_size)
-    if n < 2 * need:
-        raise ValueError(f"`data` has {n} inputs; the 2AFC task needs at least {2 * need}.")
+    if n < min_kept:
+        raise ValueError(f"`data` has {n} inputs; the {protocol} 2AFC task needs at least {min_kept}.")
     if bounds is not None:
-        lo, hi = (np.asarray(b, np.float32).reshape(units) for b in bounds)
+        if protocol == "paper":
+            lo, hi = _float32_inside(*(np.asarray(b, np.float64).reshape(units) for b in bounds))
+        else:
+            lo, hi = (np.asarray(b, np.float32).reshape(units) for b in bounds)
     elif q == 0.0:  # keep everything: one pass
         lo, hi = np.full(units, -np.inf, np.float32), np.full(units, np.inf, np.float32)
+    elif protocol == "paper":
+        raise ValueError("`bounds`: the paper protocol with q > 0 needs the exact float64 quantiles "
+                         "(np.quantile(acts, [q, 1 - q], axis=0)) as bounds=(lower, upper).")
     else:
         stats = stream(lambda b: {"u": response_fn(b)}, data, batch_size=batch_size, quantiles=(q, 1.0 - q),
                        bins=bins, progress=progress)["u"]
         check_unit_ranges(stats.min, stats.max, "response_fn(data)")
         lo, hi = stats.quantiles[:, 0].astype(np.float32), stats.quantiles[:, 1].astype(np.float32)
-    idx, _, count = _stream_select(response_fn, data, n, batch_size, need, _range_scores,
-                                   (jnp.asarray(lo), jnp.asarray(hi)), progress)
-    _check_kept(count[:units], 2 * need, q)
+    bounds32 = (jnp.asarray(lo), jnp.asarray(hi))
+    idx, _, count = _stream_select(response_fn, data, n, batch_size, need, _range_scores, bounds32, progress)
+    _check_kept(count[:units], min_kept, q)
     top_i, bottom_i = idx[:units], idx[units:]
-    return _stimuli(top_i, bottom_i, lo, hi, n_trials, n_refs)
+    if protocol == "ranked":
+        return _stimuli(top_i, bottom_i, lo, hi, n_trials, n_refs)
+    top_i = _stream_select(response_fn, data, n, batch_size, need, _range_scores, bounds32, progress,
+                           reverse=True)[0][:units]  # the authors' ties at the top: the later input first
+    stim = _stimuli(top_i, bottom_i, lo, hi, n_trials, n_refs)
+    top_order, bottom_order = query_orders(n_trials, seed, _paper_draw(q, draw))
+    return stim._replace(queries=np.stack([stim.queries[:, 0, top_order], stim.queries[:, 1, bottom_order]], axis=1))
 
 
 def stream_quantile_exemplars(response_fn: ResponseFn, data: Any, levels: Sequence[float], n: int = 1, *,
