@@ -283,6 +283,8 @@ def test_hand_written_folder_encodes_like_saelens(tmp_path, arch, extra):
     np.testing.assert_allclose(np.asarray(d.encode(x32)), f, atol=1e-4, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(d.reconstruct(x32)), x_hat, atol=1e-4, rtol=1e-5)
     assert d.components.shape == (20, 12)
+    jitted = jax.jit(lambda dirs, v: dirs.encode(v))(d, x32)  # a loaded SAE is an ordinary pytree
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(d.encode(x32)), atol=1e-6)
 
 
 def test_pre_6_config_and_norm_scaling_factor(tmp_path):
