@@ -137,7 +137,7 @@ def codes_from_preactivations(acts: dict[str, jax.Array]) -> jax.Array:
             raise ValueError(f"every `acts` value must have the same batch size; {where} has {z.shape[0]}, "
                              f"the first has {batch}.")
         batch = z.shape[0]
-    return packed_signs(acts)
+    return _packed_signs_of(list(acts.values()))  # a list: a jitted dict would come back in sorted key order
 
 
 def packed_signs(acts: dict[str, jax.Array]) -> jax.Array:
@@ -145,6 +145,11 @@ def packed_signs(acts: dict[str, jax.Array]) -> jax.Array:
     # signs per layer, then concatenate the booleans: 4x less memory traffic than concatenating
     # the float pre-activations first (measured 1.07x vs 1.75x a forward pass on CPU)
     return pack_bits(jnp.concatenate([positive(z.reshape(z.shape[0], -1)) for z in acts.values()], axis=1))
+
+
+@jax.jit
+def _packed_signs_of(values: list[jax.Array]) -> jax.Array:
+    return packed_signs(dict(enumerate(values)))
 
 
 def polytope_codes(fn: Callable | Preactivations, x: jax.Array, *, names=None, maxpool=None) -> PolytopeCodes:
