@@ -262,3 +262,77 @@ def test_post_name_without_post_activations_suggests_the_flag(key):
         capture(lambda x: jax.nn.relu(x) * 2, names="relu:post")(x)
     with pytest.raises(ValueError, match="rules='activations'"):
         capture(lambda x: jax.nn.gelu(x))(x)
+
+
+# -- max-pools found in the traced program (polytope units) ---------------------------------------
+def _pooled_cnn(window, stride, padding):
+    """A 2-D ReLU conv net pooling with any window / stride / padding via lax.reduce_window."""
+    k = jax.random.normal(jax.random.key(4), (3, 3, 1, 2))
+
+    def fn(x):
+        z = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        h = jax.lax.reduce_window(jax.nn.relu(z), -jnp.inf, jax.lax.max, (1, *window, 1), (1, *stride, 1), padding)
+        return h.sum((1, 2, 3))
+
+    return fn, k
+
+
+def _brute_pairs(z, window, stride, pad):
+    """``z_a - z_b`` per window and pair, by explicit loops (+1 for padded elements)."""
+    b, hgt, wid, c = z.shape
+    out_h = (hgt + sum(pad[0]) - window[0]) // stride[0] + 1
+    out_w = (wid + sum(pad[1]) - window[1]) // stride[1] + 1
+    rows = []
+    for i in range(out_h):
+        for j in range(out_w):
+            cells = [(i * stride[0] + di - pad[0][0], j * stride[1] + dj - pad[1][0])
+                     for di in range(window[0]) for dj in range(window[1])]
+            pairs = []
+            for a in range(len(cells)):
+                for bb in range(a + 1, len(cells)):
+                    (ra, ca), (rb, cb) = cells[a], cells[bb]
+                    inside = all(0 <= r < hgt for r in (ra, rb)) and all(0 <= q < wid for q in (ca, cb))
+                    pairs.append(z[:, ra, ca] - z[:, rb, cb] if inside else np.ones((b, c)))
+            rows.append(np.stack(pairs, -1))
+    return np.stack(rows, 1).reshape(b, out_h, out_w, c, -1)
+
+
+@pytest.mark.parametrize("window,stride,padding,pad", [
+    ((2, 2), (2, 2), "VALID", ((0, 0), (0, 0))),
+    ((3, 3), (2, 2), "SAME", ((1, 1), (0, 1))),  # overlapping windows, padded edges (5 x 6 input)
+    ((2, 3), (1, 2), "VALID", ((0, 0), (0, 0))),
+])
+def test_maxpool_units_are_found_in_the_traced_program(key, window, stride, padding, pad):
+    from jaxinterp.polytope.network import relu_preactivations
+
+    fn, k = _pooled_cnn(window, stride, padding)
+    x = jax.random.normal(key, (2, 5, 6, 1))
+    acts = relu_preactivations(fn, maxpool="auto")(x)
+    assert list(acts) == ["relu", "relu/maxpool"]
+    z = np.asarray(jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    np.testing.assert_allclose(acts["relu"], z, atol=ATOL)
+    np.testing.assert_allclose(acts["relu/maxpool"], _brute_pairs(z, window, stride, pad), atol=ATOL)
+
+
+def test_auto_maxpool_equals_the_hand_declaration_and_bad_declarations_are_errors(key):
+    from jaxinterp import models
+    from jaxinterp.polytope.network import relu_preactivations
+
+    model = models.CNN(channels=(3, 4), hidden=5, n_classes=2)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 12, 1)))
+    x = jax.random.normal(key, (4, 12, 1))
+    fn = lambda v: model.apply(params, v)  # noqa: E731
+    auto = relu_preactivations(fn, maxpool="auto")(x)
+    hand = relu_preactivations(fn, maxpool={"Conv_0/relu": 2, "Conv_1/relu": 2})(x)
+    assert list(auto) == list(hand) == ["Conv_0/relu", "Conv_0/relu/maxpool", "Conv_1/relu", "Conv_1/relu/maxpool",
+                                        "Dense_0/relu"]
+    for name in auto:
+        np.testing.assert_array_equal(auto[name], hand[name])
+    z0 = np.asarray(auto["Conv_0/relu"])
+    np.testing.assert_allclose(auto["Conv_0/relu/maxpool"][..., 0], z0[:, 0::2] - z0[:, 1::2], atol=ATOL)
+    with pytest.raises(ValueError, match="does not max-pool"):
+        relu_preactivations(fn, maxpool={"Dense_0/relu": 2})(x)
+    with pytest.raises(KeyError, match="unknown layers"):
+        relu_preactivations(fn, maxpool={"nope": 2})(x)
+    with pytest.raises(ValueError, match="window"):
+        relu_preactivations(fn, maxpool={"Conv_0/relu": 3})(x)

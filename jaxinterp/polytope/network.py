@@ -9,13 +9,17 @@ on a comparison) as a unit whose sign says which side of the kink the input is o
 a hand-written :class:`Preactivations` works too. A :class:`CodeLayout` maps each flattened unit
 (bit of a polytope code) back to its layer and its index in that layer.
 
-Max-pooling is piecewise linear too. ``maxpool={"Conv_0/relu": 2}`` says that the ReLU output of
-``Conv_0`` is max-pooled with non-overlapping windows of 2 (per spatial axis, ``VALID``); it adds a
-layer ``"Conv_0/relu/maxpool"`` holding, for every window and every pair ``a < b`` of its
-elements, ``z_a - z_b``. Its sign bits give the argmax of every window of two elements exactly
-(for larger windows, the order of the window's elements, which refines the argmax pattern: every
-cell is still a region where the network is affine). Pooling commutes with the monotone ReLU,
-so the comparison uses the pre-activations.
+Max-pooling is piecewise linear too. ``maxpool="auto"`` finds every ``reduce_window_max`` in the
+traced program (any window, stride, padding, overlap; ``flax.linen.max_pool``, ``lax.reduce_window``)
+and adds, for each, a layer holding for every window and every pair ``a < b`` of its elements
+``z_a - z_b`` (``+1`` where either element is padding: its sign never changes). A pool of a
+ReLU's output is named ``"<relu name>/maxpool"`` and compares the ReLU's pre-activations, any other
+pool ``"<scope>/maxpool"`` and compares its operand. The hand declaration ``maxpool={"Conv_0/relu": 2}``
+is checked against the traced program (a ReLU without a pool, a different window or an unknown
+name is an error) and otherwise equals ``"auto"`` restricted to the named layers. The sign bits
+give the argmax of every window of two elements exactly (for larger windows, the order of the
+window's elements, which refines the argmax pattern: every cell is still a region where the
+network is affine). Pooling commutes with the monotone ReLU, so the comparison uses the pre-activations.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.capture import PIECEWISE_LINEAR, capture
+from jaxinterp.capture import PIECEWISE_LINEAR, POST_SUFFIX, Rule, Tap, capture
+from jaxinterp.capture.naming import select
 
 MAXPOOL_SUFFIX = "/maxpool"
+_POOL_LABEL = "maxpool_operand"  # label of the internal tap recording each pooled operand
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,36 +138,99 @@ class Preactivations:
         return values, names
 
 
-def _pairwise_window_differences(z: jax.Array, window: Sequence[int]) -> jax.Array:
-    """``z [batch, *spatial, C]`` -> ``[batch, *pooled, C, n_pairs]`` of ``z_a - z_b`` per window."""
-    spatial = z.shape[1:-1]
-    if len(window) != len(spatial):
-        raise ValueError(f"max-pool window {tuple(window)} does not match the {len(spatial)} spatial "
-                         f"axes of a pre-activation of shape {z.shape[1:]}.")
-    pooled = [s // w for s, w in zip(spatial, window)]
-    if any(p == 0 for p in pooled):
-        raise ValueError(f"max-pool window {tuple(window)} is larger than the spatial shape {spatial}.")
-    # crop (VALID padding), then split each spatial axis into (pooled, window)
-    z = z[(slice(None), *[slice(0, p * w) for p, w in zip(pooled, window)], slice(None))]
-    shape = [z.shape[0]]
-    for p, w in zip(pooled, window):
-        shape += [p, w]
-    z = z.reshape(*shape, z.shape[-1])
-    n = len(window)
-    # move the window axes last: [batch, *pooled, C, *window]
-    perm = [0, *[1 + 2 * i for i in range(n)], 2 * n + 1, *[2 + 2 * i for i in range(n)]]
-    z = z.transpose(perm).reshape(z.shape[0], *pooled, z.shape[-1], math.prod(window))
-    pairs = list(itertools.combinations(range(math.prod(window)), 2))
-    a = np.array([p[0] for p in pairs])
-    b = np.array([p[1] for p in pairs])
-    return z[..., a] - z[..., b]
+def _window_indices(size: int, window: int, stride: int, pad: tuple[int, int], dilation: int):
+    """Input index ``[out, window]`` of each window element along one axis, and whether it is inside."""
+    out = (size + pad[0] + pad[1] - dilation * (window - 1) - 1) // stride + 1
+    idx = np.arange(out)[:, None] * stride + np.arange(window)[None, :] * dilation - pad[0]
+    return np.clip(idx, 0, size - 1), (idx >= 0) & (idx < size)
+
+
+def window_pair_differences(z: jax.Array, params: Mapping[str, Any]) -> jax.Array:
+    """``z_a - z_b`` for every window of a ``reduce_window_max`` with ``params`` and pair ``a < b``.
+
+    Args:
+      z: the pooled operand ``[*dims]`` (or the pre-activations of a ReLU whose output is pooled).
+      params: the equation's ``window_dimensions``, ``window_strides``, ``padding``,
+        ``window_dilation`` (``base_dilation`` must be 1).
+
+    Returns:
+      ``[*pooled dims, n_pairs]``; ``+1`` for pairs with a padded element.
+    """
+    if any(d != 1 for d in params.get("base_dilation", ())):
+        raise ValueError(f"max-pool with base dilation {params['base_dilation']} is not supported.")
+    dims, shape = len(z.shape), tuple(z.shape)
+    masks = []
+    for axis in range(dims):
+        idx, ok = _window_indices(shape[axis], params["window_dimensions"][axis], params["window_strides"][axis],
+                                  tuple(params["padding"][axis]), params.get("window_dilation", (1,) * dims)[axis])
+        z = jnp.take(z, idx.reshape(-1), axis=2 * axis)
+        z = z.reshape(*z.shape[:2 * axis], *idx.shape, *z.shape[2 * axis + 1:])
+        masks.append(ok)
+    perm = [2 * a for a in range(dims)] + [2 * a + 1 for a in range(dims)]
+    z = jnp.transpose(z, perm)
+    pooled = z.shape[:dims]
+    z = z.reshape(*pooled, -1)
+    valid = functools.reduce(np.multiply.outer, masks)  # [out0, w0, out1, w1, ...]
+    valid = np.transpose(valid, perm).reshape(*pooled, -1)
+    pairs = list(itertools.combinations(range(z.shape[-1]), 2))
+    a, b = np.array([p[0] for p in pairs], int), np.array([p[1] for p in pairs], int)
+    return jnp.where(valid[..., a] & valid[..., b], z[..., a] - z[..., b], jnp.ones((), z.dtype))
+
+
+def _pool_rule(found: list) -> Rule:
+    """A tap rule recording every ``reduce_window_max`` (operand, output); ``found`` collects the params."""
+
+    def match(site):
+        found.append(dict(site.params))
+        return [Tap(_POOL_LABEL, site.invals[0], site.outvals[0], 0)]
+
+    return Rule(_POOL_LABEL, frozenset({"reduce_window_max"}), match)
+
+
+def _with_pools(acts: dict, params: list[dict], pools: Mapping[str, Any] | None) -> dict:
+    """Kink units with a ``/maxpool`` layer after each detected pool (``pools``: hand declarations to check)."""
+    relu_of = {id(acts[n + POST_SUFFIX]): n for n in acts if n + POST_SUFFIX in acts}
+    operands = [n for n in acts if n.rsplit("/", 1)[-1].startswith(_POOL_LABEL) and not n.endswith(POST_SUFFIX)]
+    out = {n: v for n, v in acts.items() if not n.endswith(POST_SUFFIX) and n not in operands}
+    pooled: dict[str, tuple] = {}
+    for name, prm in zip(operands, params):
+        relu = relu_of.get(id(acts[name]))
+        unit_name = (relu if relu is not None else name.rsplit("/", 1)[0] if "/" in name else "") + MAXPOOL_SUFFIX
+        pooled[relu or name] = (unit_name.lstrip("/"), relu, prm)
+    if pools is not None:
+        _check_declared(pools, pooled, list(out))
+    final = {}
+    for n, v in out.items():
+        final[n] = v
+        if n in pooled and (pools is None or n in pools):
+            unit_name, relu, prm = pooled[n]
+            final[unit_name] = window_pair_differences(v, prm)
+    for key, (unit_name, relu, prm) in pooled.items():  # pools of values that are no captured unit
+        if relu is None and pools is None:
+            final[unit_name] = window_pair_differences(acts[key], prm)
+    return final
+
+
+def _check_declared(pools: Mapping[str, Any], pooled: dict, layers: list[str]) -> None:
+    missing = [n for n in pools if n not in layers]
+    if missing:
+        raise KeyError(f"`maxpool` names unknown layers {sorted(missing)}; layers: {layers}")
+    for name, w in pools.items():
+        if name not in pooled:
+            raise ValueError(f"`maxpool` declares a max-pool on {name!r}, but the traced program does not max-pool "
+                             f"its output; pooled layers: {sorted(k for k, v in pooled.items() if v[1])}.")
+        window = tuple(pooled[name][2]["window_dimensions"][1:-1])
+        declared = (w,) * len(window) if isinstance(w, int) else tuple(w)
+        if declared != window:
+            raise ValueError(f"`maxpool` declares window {declared} for {name!r}; the traced program pools it with "
+                             f"window {window}.")
 
 
 def relu_preactivations(
     fn: Callable,
     *,
     names: Sequence[str] | str | None = None,
-    maxpool: Mapping[str, int | Sequence[int]] | None = None,
+    maxpool: Mapping[str, int | Sequence[int]] | str | None = None,
     promote: Any = None,
 ) -> Preactivations:
     """The kink units (ReLU pre-activations, ...) of any JAX function, captured by :func:`jaxinterp.capture.capture`.
@@ -171,8 +240,9 @@ def relu_preactivations(
         piecewise-linear kinks (e.g. ``lambda x: model.apply(params, x)``, an NNX or Equinox
         module, a plain function).
       names: glob patterns selecting layers (default: every kink).
-      maxpool: ``{relu name: window}`` for ReLU outputs that are max-pooled with non-overlapping
-        windows (an int applies to every spatial axis); adds the window comparisons as units.
+      maxpool: ``"auto"``: add the window comparisons of every max-pool in the traced program as
+        units; ``{relu name: window}``: only for these ReLUs, each checked against the program (an
+        int window applies to every spatial axis); None: no max-pool units.
       promote: a floating dtype in which to evaluate ``fn`` (its parameters and the dtype
         arguments of lax-level ops included), see ``capture(promote=...)``; None: as traced.
 
@@ -183,30 +253,29 @@ def relu_preactivations(
         raise TypeError("`fn` is already a Preactivations; pass it directly.")
     if not callable(fn):
         raise TypeError(f"`fn` must be callable; got {type(fn).__name__}.")
-    captured = capture(fn, names=names, rules=PIECEWISE_LINEAR, promote=promote)
-    pools = dict(maxpool or {})
+    if maxpool is None:
+        captured = capture(fn, names=names, rules=PIECEWISE_LINEAR, promote=promote)
+        return Preactivations(lambda x: captured(x)[1])
+    if isinstance(maxpool, str) and maxpool != "auto" or not isinstance(maxpool, (str, Mapping)):
+        raise ValueError(f"`maxpool` must be 'auto', a mapping {{relu name: window}} or None; got {maxpool!r}.")
+    pools = None if isinstance(maxpool, str) else dict(maxpool)
+    found: list[dict] = []
+    captured = capture(fn, rules=(*PIECEWISE_LINEAR, _pool_rule(found)), post_activations=True, promote=promote)
 
     def pre(x):
-        _, acts = captured(x)
-        out = {}
-        for name, z in acts.items():
-            out[name] = z
-            if name in pools:
-                w = pools[name]
-                window = (w,) * (z.ndim - 2) if isinstance(w, int) else tuple(w)
-                out[name + MAXPOOL_SUFFIX] = _pairwise_window_differences(z, window)
-        missing = set(pools) - set(acts)
-        if missing:
-            raise KeyError(f"`maxpool` names unknown layers {sorted(missing)}; layers: {list(acts)}")
-        return out
+        found.clear()  # the rule fills it while ``fn`` is traced, in call order
+        out = _with_pools(captured(x)[1], list(found), pools)
+        keys = list(out)
+        if names is None:
+            return out
+        return {keys[i]: out[keys[i]] for i in select(keys, names)}
 
     return Preactivations(pre)
 
 
 @functools.lru_cache(maxsize=64)
 def _cached_relu_preactivations(fn, names, maxpool, promote) -> Preactivations:
-    return relu_preactivations(fn, names=names, maxpool=dict(maxpool) if maxpool is not None else None,
-                               promote=promote)
+    return relu_preactivations(fn, names=names, maxpool=_cached_pool_argument(maxpool), promote=promote)
 
 
 def as_preactivations(fn: Callable | Preactivations, *, names=None, maxpool=None, promote=None) -> Preactivations:
@@ -221,8 +290,8 @@ def as_preactivations(fn: Callable | Preactivations, *, names=None, maxpool=None
         return fn
     promote = None if promote is None else jnp.dtype(promote)
     key_names = (names,) if isinstance(names, str) else (tuple(names) if names is not None else None)
-    key_pool = None
-    if maxpool is not None:
+    key_pool = maxpool if isinstance(maxpool, str) else None
+    if maxpool is not None and not isinstance(maxpool, str):
         key_pool = tuple(sorted((k, v if isinstance(v, int) else tuple(v)) for k, v in dict(maxpool).items()))
     try:
         hash((fn, key_names, key_pool))
@@ -231,6 +300,10 @@ def as_preactivations(fn: Callable | Preactivations, *, names=None, maxpool=None
     if not callable(fn):
         raise TypeError(f"`fn` must be callable; got {type(fn).__name__}.")
     return _cached_relu_preactivations(fn, key_names, key_pool, promote)
+
+
+def _cached_pool_argument(key_pool):
+    return key_pool if isinstance(key_pool, str) or key_pool is None else dict(key_pool)
 
 
 def layout_of(pre: Preactivations, x: Any) -> CodeLayout:
