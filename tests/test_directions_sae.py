@@ -134,3 +134,40 @@ def test_input_normalisation_makes_training_scale_free(planted, normalize):
     else:
         u = x / np.asarray(s.scale)
         np.testing.assert_allclose((u**2).sum(1).mean(), x.shape[1], rtol=1e-4)
+
+
+def _topk_loss_inputs(planted, aux_k):
+    x = planted[0][:64]
+    learner = jd.sae(20, kind="topk", k=3, aux_k=aux_k, aux_coef=0.5)
+    state = learner.init(jax.random.key(3), jnp.asarray(x))
+    u = jnp.asarray((x - np.asarray(state.center)) / np.asarray(state.scale))
+    return state.params, u, dict(learner.update.settings)["config"]
+
+
+def test_aux_k_loss_is_skipped_without_dead_latents_and_exact_with_them(planted):
+    """The aux-k term runs under lax.cond: no dead latent gives the loss and gradients of aux_k=0;
+    with dead latents it equals the aux-k loss written out in numpy."""
+    params, u, config = _topk_loss_inputs(planted, aux_k=4)
+    _, _, config0 = _topk_loss_inputs(planted, aux_k=0)
+    grad = jax.grad(lambda p, c, dead: sae_loss(p, u, jnp.float32(0.0), dead, c)[0])
+    none_dead = jnp.zeros(20, bool)
+    for a, b in zip(jax.tree_util.tree_leaves(grad(params, config, none_dead)),
+                    jax.tree_util.tree_leaves(grad(params, config0, none_dead))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    dead = np.zeros(20, bool)
+    dead[[1, 4, 7, 9, 12, 15]] = True
+    loss = float(sae_loss(params, u, jnp.float32(0.0), jnp.asarray(dead), config)[0])
+    base = float(sae_loss(params, u, jnp.float32(0.0), jnp.asarray(dead), config0)[0])
+    p = jax.tree_util.tree_map(np.asarray, params)
+    un = np.asarray(u)
+    pre = (un - p["b_dec"]) @ p["w_enc"] + p["b_enc"]
+    top = np.argsort(-pre, axis=1)[:, :3]
+    f = np.zeros_like(pre)
+    np.put_along_axis(f, top, np.maximum(np.take_along_axis(pre, top, 1), 0), 1)
+    err = un - (f @ p["w_dec"] + p["b_dec"])
+    masked = np.where(dead[None], pre, -np.inf)
+    top_aux = np.argsort(-masked, axis=1)[:, :4]
+    f_aux = np.zeros_like(pre)
+    np.put_along_axis(f_aux, top_aux, np.maximum(np.take_along_axis(pre, top_aux, 1), 0), 1)
+    aux = ((err - f_aux @ p["w_dec"]) ** 2).sum(1).mean()
+    np.testing.assert_allclose(loss - base, 0.5 * aux, rtol=1e-4)
