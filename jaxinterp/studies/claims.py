@@ -122,6 +122,11 @@ def smallest_p(n_larger: int, n_smaller: int | None = None) -> float:
     """
     from scipy.stats import mannwhitneyu, wilcoxon
 
+    from jaxinterp._validation import check_positive_int
+
+    check_positive_int(n_larger, "n_larger")
+    if n_smaller is not None:
+        check_positive_int(n_smaller, "n_smaller")
     if n_smaller is None:
         return float(wilcoxon(np.arange(1.0, n_larger + 1), alternative="greater").pvalue) if n_larger > 1 \
             else float("nan")
