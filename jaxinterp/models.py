@@ -16,6 +16,9 @@ from jaxinterp._validation import check_finite, check_positive_int, check_same_l
 from jaxinterp.loop import run_chunks
 from jaxinterp.sharding import enable_compilation_cache
 
+__all__ = ["CNN", "MLP", "TrainHistory", "TrainedClassifier", "accuracy", "init_params", "predict",
+           "train_classifier", "trained_classifier"]
+
 
 class MLP(nn.Module):
     """A ReLU multi-layer perceptron; inputs of any shape are flattened after the batch axis.

@@ -40,9 +40,9 @@ from jaxinterp.toy.sweep import collisions_sweep
 
 __all__ = [
     "FitResult", "IncidentalConfig", "NoiseResult", "SparsificationTrace", "TrainState", "basis_loss_and_grad",
-    "collisions_sweep", "count_polysemantic", "default_seed_block", "fit", "forward", "fourth_norm",
-    "init_state", "init_weights", "initial_params", "loglog_slope", "loss", "make_init", "make_loss_and_grad",
-    "make_optimizer", "make_step", "noise_experiment", "predicted_active", "predicted_l1_norm", "represents",
-    "run_steps", "simulate_sparsification", "sparsification_agreement", "superposition", "theory_count",
+    "collisions_sweep", "count_polysemantic", "fit", "forward", "fourth_norm",
+    "init_weights", "loglog_slope", "loss", "make_init", "make_loss_and_grad",
+    "make_optimizer", "noise_experiment", "predicted_active", "predicted_l1_norm", "represents",
+    "simulate_sparsification", "sparsification_agreement", "superposition", "theory_count",
     "winner_agreement",
 ]
