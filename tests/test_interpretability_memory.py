@@ -28,7 +28,8 @@ def task():
 def test_blocked_scores_equal_the_unblocked_computation(task):
     """With the same vectorisation width (``unit_batch``), blocks of 1 or 2 units (11 or 6 blocks) give
     bitwise the numbers of embedding every unit's stimuli at once and comparing them in one call (the
-    computation before blocking). Other widths change only float32 rounding (rtol 1e-6)."""
+    computation before blocking), and the default budget (one block) too. Other widths change only
+    float32 rounding (rtol 1e-6)."""
     acts, items = task
     sim = interp.pixel_l2()
     stim = interp.two_afc_stimuli(acts)
@@ -40,6 +41,7 @@ def test_blocked_scores_equal_the_unblocked_computation(task):
         whole = interp.two_afc_from_embeddings(qe, re, sim, zscore="trial", unit_batch=ub)
         np.testing.assert_array_equal(blocked.trial_probs, whole)
     default = interp.psychophysics(acts, items, sim).trial_probs  # 1 GiB: all 11 units in one block
+    np.testing.assert_array_equal(default, interp.two_afc_from_embeddings(qe, re, sim, zscore="trial", unit_batch=16))
     np.testing.assert_allclose(blocked.trial_probs, default, rtol=1e-6)
 
 

@@ -207,7 +207,7 @@ def two_afc_of_stimuli(stimuli: TwoAFCStimuli, items, similarity: Similarity | s
         qe = embed_items(similarity, items, q[sel], batch_size=embed_batch, check_finite=False)
         re = embed_items(similarity, items, r[sel], batch_size=embed_batch, check_finite=False)
         probs.append(np.asarray(two_afc_from_embeddings(qe, re, similarity, zscore=zscore,
-                                                        unit_batch=min(unit_batch, block))))
+                                                        unit_batch=unit_batch)))
         del qe, re
     probs = np.concatenate(probs, axis=0)
     return TwoAFCResult(probs.mean(axis=1), probs, stimuli)
