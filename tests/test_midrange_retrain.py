@@ -99,6 +99,23 @@ def test_last_layer_matches_sklearn_l1_logistic_regression(C):
     assert np.sum(np.asarray(layer.weights) == 0) > 0 if C < 0.1 else True  # L1 gives sparsity
 
 
+def test_last_layer_is_scale_free_and_padding_free():
+    x, y = _classification(n=300)
+    a = midrange.fit_last_layer(x, y, C=0.5, tol=1e-8)
+    # features at 1e30 standardise to the same inputs (no float32 overflow in the variance)
+    big = midrange.fit_last_layer(x * 1e30, y, C=0.5, tol=1e-8)
+    np.testing.assert_allclose(np.asarray(big.scale) / 1e30, np.asarray(a.scale), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(big.weights), np.asarray(a.weights), atol=1e-4)
+    # the zero-weight padding rows (solver compiled for 512 rows here) change nothing: the same
+    # objective as an unpadded reference solve on exactly n rows
+    z = (x - x.mean(0)) / x.std(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sk = LogisticRegression(C=0.5, l1_ratio=1.0, solver="saga", max_iter=5000, tol=1e-8).fit(z, y)
+    ours = _sk_objective(z, y, np.asarray(a.weights, np.float64), np.asarray(a.bias, np.float64), 0.5)
+    assert ours <= _sk_objective(z, y, sk.coef_.T, sk.intercept_, 0.5) * (1 + 1e-4)
+
+
 def test_sample_weight_equals_duplicating_rows():
     x, y = _classification(n=200)
     w = np.random.default_rng(1).integers(1, 3, 200)

@@ -103,6 +103,15 @@ def test_chi_square_matches_scipy(correction):
     np.testing.assert_allclose(got2.p_value, ref2.pvalue, rtol=1e-4)
 
 
+def test_chi_square_of_large_counts_is_finite_and_matches_scipy():
+    # (observed - expected)^2 of counts near 1e25 overflows float32; proportions do not
+    t = np.array([[12.0, 5.0, 3.0], [7.0, 16.0, 9.0]]) * 1e25
+    ref = chi2_contingency(t, correction=False)
+    got = midrange.chi_square(t.astype(np.float32), correction=False)
+    np.testing.assert_allclose(got.statistic, ref.statistic, rtol=1e-4)
+    assert float(got.p_value) == pytest.approx(ref.pvalue, abs=1e-30)
+
+
 def test_chi_square_ignores_empty_rows_and_columns():
     t = np.array([[10.0, 0.0, 4.0], [0.0, 0.0, 0.0], [3.0, 0.0, 9.0], [5.0, 0.0, 5.0]])
     ref = chi2_contingency(t[[0, 2, 3]][:, [0, 2]])

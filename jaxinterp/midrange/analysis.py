@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxinterp._validation import check_finite, check_key, check_positive_int, check_rank
+from jaxinterp._validation import check_finite, check_key, check_positive_int, check_rank, float32_if_half
 from jaxinterp.midrange.binning import (
     assign_bins, bin_counts, bin_edges, bin_exemplars, check_attribute, check_values,
 )
@@ -69,6 +69,7 @@ def range_analysis(
     """
     n_bins = check_positive_int(n_bins, "n_bins")
     check_key(key)
+    values = float32_if_half(values)  # half precision is binned in float32
     check_values(values, n_bins=n_bins)
     attributes = dict(attributes or {})
     for name, attr in attributes.items():

@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxinterp._validation import (
     check_finite, check_integer_labels, check_key, check_nonempty, check_positive_int, check_rank, check_same_leading,
-    is_concrete,
+    float32_if_half, is_concrete,
 )
 
 METHODS = ("quantile", "uniform")
@@ -56,6 +56,8 @@ def bin_edges(values, n_bins: int = 10, *, method: str = "quantile") -> jax.Arra
       n_bins: number of bins (at most ``n``).
       method: ``"quantile"`` (linear-interpolated quantiles, as ``np.quantile``) or ``"uniform"``.
 
+    Half-precision values are binned in float32.
+
     Returns:
       Non-decreasing edges ``[n_bins + 1]`` from ``min(values)`` to ``max(values)``.
 
@@ -65,7 +67,7 @@ def bin_edges(values, n_bins: int = 10, *, method: str = "quantile") -> jax.Arra
     n_bins = check_positive_int(n_bins, "n_bins")
     _check_method(method)
     check_values(values, n_bins=n_bins)
-    return _edges(jnp.asarray(values), n_bins, method)
+    return _edges(jnp.asarray(float32_if_half(values)), n_bins, method)
 
 
 @jax.jit
@@ -92,7 +94,7 @@ def assign_bins(values, edges) -> jax.Array:
         raise ValueError(f"`edges` needs at least 2 entries (one bin); got shape {np.shape(edges)}.")
     if is_concrete(edges) and np.any(np.diff(np.asarray(edges)) < 0):
         raise ValueError("`edges` must be non-decreasing.")
-    return _assign(jnp.asarray(values), jnp.asarray(edges))
+    return _assign(jnp.asarray(float32_if_half(values)), jnp.asarray(float32_if_half(edges)))
 
 
 def check_bins(bins, n_bins: int, name: str = "bins"):

@@ -36,7 +36,7 @@ import numpy as np
 
 from jaxinterp._validation import (
     check_finite, check_key, check_nonempty, check_positive_int, check_rank, check_real, check_same_leading,
-    is_concrete,
+    float32_if_half, is_concrete,
 )
 
 RULES = ("cross_class", "own_class")
@@ -113,6 +113,7 @@ def _target_logits(logits, labels) -> jax.Array:
 def class_logit_quantiles(logits, labels, levels) -> jax.Array:
     """Quantiles ``[n_classes, len(levels)]`` of each class's own logit over its inputs (NaN if none)."""
     n_classes = _check(logits, labels)
+    logits = float32_if_half(logits)
     levels = jnp.asarray(levels, jnp.float32)
     return _class_quantiles(_target_logits(logits, labels).astype(jnp.float32), jnp.asarray(labels),
                             levels, n_classes)
@@ -136,6 +137,7 @@ def midrange_mask(logits, labels, *, low: float = 0.25, high: float = 0.75) -> j
     high = check_real(high, "high", low=0.0, high=1.0)
     if not low < high:
         raise ValueError(f"`low` must be below `high`; got low={low}, high={high}.")
+    logits = float32_if_half(logits)  # half precision is compared in float32
     q = class_logit_quantiles(logits, labels, [low, high])
     target = _target_logits(logits, labels).astype(jnp.float32)
     bounds = q[jnp.asarray(labels, jnp.int32)]
@@ -267,6 +269,7 @@ def curate(
     candidates, cue, bins, edges = midrange_candidates(logits, labels, n_bins=n_bins, select=select,
                                                        reference=reference)
     per_class = int(np.ceil(rest_ratio * candidates.sum() / n_classes))
-    rest = balanced_draw(labels, ~candidates, per_class, key=key, n_classes=n_classes) if per_class else np.zeros(0, int)
+    rest = (balanced_draw(labels, ~candidates, per_class, key=key, n_classes=n_classes) if per_class
+            else np.zeros(0, int))
     indices = np.union1d(np.flatnonzero(candidates), rest)
     return Curation(indices, candidates, cue, bins, edges)

@@ -97,11 +97,27 @@ def standardize(features, *, eps: float = 1e-8) -> tuple[jax.Array, jax.Array]:
     up to float32's range (1e30 and more) do not overflow the variance.
     """
     f = jnp.asarray(features, jnp.float32)
-    big = jnp.max(jnp.abs(f), axis=0)
+    return _moments(f, jnp.ones(f.shape[0], jnp.float32), eps)
+
+
+def _moments(f, rows, eps: float = 1e-8):
+    """``standardize`` over the rows where ``rows`` is 1 (padding rows are 0)."""
+    count = rows.sum()
+    big = jnp.max(jnp.abs(f) * rows[:, None], axis=0)
     big = jnp.where(big > 0, big, 1.0)
     unit = f / big
-    mean, std = unit.mean(0) * big, unit.std(0) * big
+    mean = (unit * rows[:, None]).sum(0) / count
+    std = jnp.sqrt((jnp.square(unit - mean) * rows[:, None]).sum(0) / count)
+    mean, std = mean * big, std * big
     return mean, jnp.where(std > eps, std, 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("n_classes", "max_iter"))
+def _fit(f, rows, y, weight, lam, n_classes: int, max_iter: int, tol):
+    mean, scale = _moments(f, rows)
+    z = (f - mean) / scale * rows[:, None]
+    weights, bias, n_iter = _fista(z, y, weight, lam, n_classes, max_iter, tol)
+    return mean, scale, weights, bias, n_iter
 
 
 def fit_last_layer(
@@ -156,13 +172,21 @@ def fit_last_layer(
     if np.min(sample_weight) < 0 or np.sum(sample_weight) <= 0:
         raise ValueError("`sample_weight` must be non-negative with a positive sum.")
     max_iter = check_positive_int(max_iter, "max_iter")
-    mean, scale = standardize(features)
-    z = (jnp.asarray(features, jnp.float32) - mean) / scale
-    w = jnp.asarray(sample_weight, jnp.float32)
     lam = 1.0 / (float(C) * float(np.sum(sample_weight)))  # the objective divided by C * sum(weights)
-    weights, bias, n_iter = _fista(z, jnp.asarray(lab, jnp.int32), w, jnp.float32(lam), n_classes, max_iter,
-                                   jnp.float32(tol))
+    # rows padded with zero weight (they add nothing to the moments, the objective or its Lipschitz
+    # bound), so retraining sets of different sizes share one compiled solver
+    pad = [(0, _padded_rows(n) - n)]
+    f = np.pad(np.asarray(features, np.float32), pad + [(0, 0)])
+    rows = np.pad(np.ones(n, np.float32), pad)
+    y = np.pad(lab.astype(np.int32), pad)
+    w = np.pad(np.asarray(sample_weight, np.float32), pad)
+    mean, scale, weights, bias, n_iter = _fit(f, rows, y, w, jnp.float32(lam), n_classes, max_iter, jnp.float32(tol))
     return LastLayer(mean, scale, weights, bias, n_iter)
+
+
+def _padded_rows(n: int) -> int:
+    """Row count the solver is compiled for: at least 256, else the next power of two."""
+    return max(256, 1 << (n - 1).bit_length())
 
 
 def last_layer_logits(layer: LastLayer, features) -> jax.Array:

@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxinterp._validation import (
     check_finite, check_nonempty, check_nonnegative, check_positive_int, check_rank,
-    check_same_leading, is_concrete,
+    check_same_leading, float32_if_half, is_concrete,
 )
 from jaxinterp.midrange.binning import _assign, _check_method, _edges, check_attribute, check_bins
 
@@ -122,7 +122,7 @@ def mutual_information(table) -> jax.Array:
       ValueError: an empty, all-zero, negative or non-finite table.
     """
     _check_table(table)
-    return _mutual_information(jnp.asarray(table))
+    return _mutual_information(jnp.asarray(float32_if_half(table)))
 
 
 @functools.partial(jax.jit, static_argnames=("correction",))
@@ -160,7 +160,7 @@ def chi_square(table, *, correction: bool = True) -> ChiSquare:
       ValueError: an empty, all-zero, negative or non-finite ``table``.
     """
     _check_table(table)
-    return _chi_square(jnp.asarray(table), bool(correction))
+    return _chi_square(jnp.asarray(float32_if_half(table)), bool(correction))
 
 
 def bin_frequencies(table) -> jax.Array:
