@@ -18,6 +18,7 @@ STUDY_MODULES: dict[str, str] = {
     "interpretability": "jaxinterp.studies.interpretability_study",
     "midrange": "jaxinterp.studies.midrange_study",
     "polytope": "jaxinterp.studies.polytope_study",
+    "transformer": "jaxinterp.studies.transformer_study",
 }
 
 
