@@ -124,7 +124,7 @@ def render_shapes(
       x_pos: ``[n]`` normalised x position of the centre in [0, 1] (0 = leftmost possible).
       y_pos: ``[n]`` normalised y position in [0, 1] (0 = top).
       scale: ``[n]`` scale in (0, 1]; 1 is the largest shape (radius 0.17 * size).
-      rotation: ``[n]`` rotation in radians.
+      rotation: ``[n]`` rotation in radians (any finite angle).
       size: image height and width in pixels.
       supersample: sub-pixels per pixel along each axis (area-averaged).
 
