@@ -1,4 +1,9 @@
-"""Study ``polytope``: the polytope lens (Black, Sharkey et al. 2022) on an MLP and a CNN on mnist1d.
+"""Study ``polytope``: the polytope lens (Black, Sharkey et al. 2022) on an MLP and a CNN on mnist1d,
+and on deeper convolutional networks on image data (scikit-learn digits, procedural shapes), per layer.
+
+Boundaries are counted where the network's affine map can change: ReLU sign flips plus max-pool
+argmax changes (``kink`` counts). Max-pool ordering changes that keep the window's maximum are
+not boundaries of linear regions and are reported separately (``pool_ordering_changes``).
 
 1. Boundary density (exact line walk, float64) on paths between test inputs of the same class and
    of different classes: the paper reports higher density across classes.
@@ -11,6 +16,12 @@
    averaged over ``cluster_repeats`` random draws of test inputs.
 4. Hanin & Rolnick (2019): regions crossed per unit length along lines at initialisation vs the
    number of neurons (MLPs of depth 2 and growing width), with a linear fit.
+5. Where the paper looked: a deeper all-convolutional ReLU network (``deep_channels`` conv layers,
+   no pooling, then a dense ReLU layer) trained on each of ``deep_datasets``; paths between test
+   inputs in input space and in the activation space of every conv layer L (the walk's network is
+   the network from layer L + 1 on, so it counts the boundaries of all later layers). Per layer:
+   density across vs within class (Mann-Whitney), peak vs class change (Wilcoxon), on the same
+   input pairs for every layer.
 """
 
 from __future__ import annotations
@@ -48,6 +59,14 @@ class Config(StudyConfig):
       class_change_steps: resolution of the class-change search along each path.
       widths: hidden widths of the 2-layer MLPs of the Hanin-Rolnick sweep.
       lines_per_width: lines walked per width.
+      deep_datasets: image datasets of the deeper CNN (``"digits"``: scikit-learn 8x8 digits;
+        ``"shapes"``: unbiased procedural shapes, 3 classes); empty to skip part 5.
+      deep_channels: channels of its conv layers (3x3, SAME, ReLU, no pooling).
+      deep_hidden: width of its dense ReLU layer.
+      deep_steps: its training steps (Adam, lr 3e-3, cosine, batch 128).
+      deep_pairs: paths per group (same / different class), per dataset; reused in every layer.
+      shapes_train: training images of the shapes dataset (its test set has ``shapes_train // 2``).
+      shapes_size: their size in pixels (16, not the default 20: the walk's cost grows with the pixels of every layer).
     """
 
     archs: tuple[Literal["mlp", "cnn"], ...] = ("mlp", "cnn")
@@ -63,18 +82,28 @@ class Config(StudyConfig):
     class_change_steps: int = 200
     widths: tuple[int, ...] = (8, 16, 32, 64, 128)
     lines_per_width: int = 24
+    deep_datasets: tuple[Literal["digits", "shapes"], ...] = ("digits", "shapes")
+    deep_channels: tuple[int, ...] = (8, 16, 16)
+    deep_hidden: int = 32
+    deep_steps: int = 1000
+    deep_pairs: int = 50
+    shapes_train: int = 3000
+    shapes_size: int = 16
 
     @classmethod
     def quick(cls) -> Config:
-        """300-step classifiers (shared with the other quick studies), 10 paths, 150 points, 3 widths."""
+        """300-step classifiers (shared with the other quick studies), 10 paths, 150 points, 3 widths;
+        a small deeper CNN on digits only (150 steps, 8 paths per group per layer)."""
         return cls(mlp_steps=300, cnn_steps=300, pairs=10, cluster_points=150, cluster_repeats=5,
-                   widths=(8, 16, 32), lines_per_width=6)
+                   widths=(8, 16, 32), lines_per_width=6, deep_datasets=("digits",), deep_channels=(4, 8, 8),
+                   deep_hidden=16, deep_steps=150, deep_pairs=8)
 
     def validate(self) -> None:
         """Positive counts; at least 2 paths and 2 lines per width; clusters fewer than points."""
         super().validate()
         for name in ("pairs", "cluster_points", "cluster_repeats", "n_clusters", "max_crossings", "profile_bins",
-                     "class_change_steps", "lines_per_width"):
+                     "class_change_steps", "lines_per_width", "deep_hidden", "deep_steps", "deep_pairs",
+                     "shapes_train", "shapes_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` must be positive; got {getattr(self, name)}.")
         for name in ("mlp_steps", "cnn_steps"):
@@ -82,8 +111,11 @@ class Config(StudyConfig):
                 raise ValueError(f"`{name}` must be positive (or None for the default); got {getattr(self, name)}.")
         if not self.archs:
             raise ValueError("`archs` must name at least one classifier.")
-        if self.pairs < 2 or self.lines_per_width < 2:
-            raise ValueError(f"`pairs` and `lines_per_width` must be >= 2; got {self.pairs}, {self.lines_per_width}.")
+        if self.pairs < 2 or self.lines_per_width < 2 or self.deep_pairs < 2:
+            raise ValueError(f"`pairs`, `lines_per_width` and `deep_pairs` must be >= 2; got {self.pairs}, "
+                             f"{self.lines_per_width}, {self.deep_pairs}.")
+        if not self.deep_channels or min(self.deep_channels) <= 0:
+            raise ValueError(f"`deep_channels` must be one or more positive channel counts; got {self.deep_channels}.")
         if self.n_clusters >= self.cluster_points:
             raise ValueError(f"`n_clusters` must be below `cluster_points`; got {self.n_clusters} and "
                              f"{self.cluster_points}.")
@@ -102,11 +134,13 @@ class Result(NamedTuple):
         ``test_accuracy`` and ``train_steps``.
       sweep: the Hanin-Rolnick width sweep (``n_neurons``, ``regions_per_unit_length``, fits).
       seconds: wall time per part.
+      deep: ``{dataset: deep_cnn_paths result}`` of the deeper CNN (per layer).
     """
 
     per_arch: dict[str, dict[str, Any]]
     sweep: dict[str, Any]
     seconds: dict[str, float]
+    deep: dict[str, dict[str, Any]] = {}
 
 
 def _pairs(y: np.ndarray, n: int, rng: np.random.Generator, same: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -120,10 +154,30 @@ def _pairs(y: np.ndarray, n: int, rng: np.random.Generator, same: bool) -> tuple
     return np.array(a), np.array(b)
 
 
-def _aligned_profile(walk, change: np.ndarray, has: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Crossing density against ``t - t(class change)``, averaged over the paths reaching each offset."""
-    rel = (walk.positions - change[:, None])[has]
-    w = walk.n_flips[has] / walk.length[has, None]
+def kink_events(walk) -> np.ndarray:
+    """Boundaries of linear regions crossed at each walk event: ReLU sign flips plus max-pool argmax
+    changes (ordering changes inside a window are left out): ``[paths, max_crossings]``."""
+    from jaxinterp.polytope.network import MAXPOOL_SUFFIX
+
+    relu = np.array([not n.endswith(MAXPOOL_SUFFIX) for n in walk.layout.names], bool)
+    return np.asarray(walk.layer_flips)[..., relu].sum(-1) + np.asarray(walk.argmax_changes)
+
+
+def kink_histogram(walk, bins: int) -> np.ndarray:
+    """``kink_events`` in ``bins`` equal bins of ``t in [0, 1]``: ``[paths, bins]``."""
+    pos = np.nan_to_num(np.asarray(walk.positions), nan=0.0)
+    idx = np.clip(np.floor(pos * bins).astype(int), 0, bins - 1)
+    out = np.zeros((pos.shape[0], bins))
+    np.add.at(out, (np.repeat(np.arange(pos.shape[0]), pos.shape[1]), idx.reshape(-1)), kink_events(walk).reshape(-1))
+    return out
+
+
+def _aligned_profile(positions: np.ndarray, weights: np.ndarray, change: np.ndarray,
+                     has: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boundary density (``weights [paths, events]`` at ``positions``) against ``t - t(class change)``,
+    averaged over the paths reaching each offset."""
+    rel = (positions - change[:, None])[has]
+    w = weights[has]
     finite = np.isfinite(rel)
     hist, edges = np.histogram(rel[finite], bins=40, range=(-1, 1), weights=w[finite])
     centers = (edges[:-1] + edges[1:]) / 2  # a path covers offsets [-c, 1 - c]
@@ -156,30 +210,64 @@ def peak_offsets(fn, x0, x1, histogram: np.ndarray, *, n_steps: int = 200) -> di
             "has_change": has, "change": change}
 
 
-def _density_and_peaks(fn, pre, x, y, config: Config, key) -> dict:
-    """Exact-walk densities on same/different-class paths and the peak offset on the latter."""
-    from jaxinterp.polytope import exact_walk
+def path_statistics(fn, ends: dict[str, tuple[np.ndarray, np.ndarray]], config: Config, *, maxpool=None) -> dict:
+    """Exact-walk boundary densities per path group, and the peak offset on the ``"diff"`` group.
 
-    out, walks = {}, {}
-    for group, same in (("same", True), ("diff", False)):
-        i, j = _pairs(y, config.pairs, numpy_rng(named_key(key, group)), same)
-        walk = exact_walk(pre, x[i], x[j], max_crossings=config.max_crossings, tol=config.tol, keep_regions=False)
-        walks[group] = (walk, i, j)
-        out[f"density_{group}"] = walk.density
-        out[f"length_{group}"] = walk.length
-        out[f"truncated_{group}"] = int(walk.truncated.sum())
-        out[f"affine_error_{group}"] = float(walk.affine_error.max())
-        h = walk.position_histogram(config.profile_bins)
-        out[f"profile_{group}"] = (h / walk.length[:, None]).mean(0) * config.profile_bins
-        out[f"peak_position_{group}"] = (np.argmax(h, axis=1) + 0.5) / config.profile_bins
-    walk, i, j = walks["diff"]
-    peaks = peak_offsets(fn, x[i], x[j], walk.position_histogram(config.profile_bins),
-                         n_steps=config.class_change_steps)
+    All groups are walked in one call (one compilation).
+
+    Args:
+      fn: the network from the path's space on, ``a [batch, ...] -> logits [batch, n_classes]``; its
+        ReLUs (and declared max-pools) are the units counted.
+      ends: ``{group: (a0 [paths, ...], a1 [paths, ...])}``; ``"diff"`` must be one of the groups.
+      config: walk settings (``max_crossings``, ``tol``, ``profile_bins``, ``class_change_steps``).
+      maxpool: max-pooled ReLU outputs of ``fn`` (see ``relu_preactivations``).
+
+    Returns:
+      Per group ``g``: ``density_g [paths]`` (linear-region boundaries per unit length: ReLU sign
+      flips + max-pool argmax changes), ``layer_density_g [paths, relu layers]``, ``length_g``,
+      ``pool_ordering_changes_g`` (mean per path), ``truncated_g``, ``affine_error_g``,
+      ``profile_g [bins]``, ``peak_position_g [paths]``; for ``"diff"`` the ``peak_offsets`` arrays,
+      ``aligned_hist`` / ``aligned_edges`` and ``paths_with_class_change``; ``layer_names``.
+    """
+    from jaxinterp.polytope import exact_walk
+    from jaxinterp.polytope.network import MAXPOOL_SUFFIX
+
+    groups = list(ends)
+    sizes = np.cumsum([0] + [len(ends[g][0]) for g in groups])
+    walk = exact_walk(fn, np.concatenate([ends[g][0] for g in groups]),
+                      np.concatenate([ends[g][1] for g in groups]), maxpool=maxpool,
+                      max_crossings=config.max_crossings, tol=config.tol, keep_regions=False)
+    relu = np.array([not n.endswith(MAXPOOL_SUFFIX) for n in walk.layout.names], bool)
+    length = np.asarray(walk.length)
+    kinks, hist = kink_events(walk), kink_histogram(walk, config.profile_bins)
+    layer = np.asarray(walk.layer_flips)[..., relu].sum(1) / length[:, None]
+    out = {"layer_names": [n for n, r in zip(walk.layout.names, relu) if r]}
+    for g, lo, hi in zip(groups, sizes[:-1], sizes[1:]):
+        out[f"density_{g}"] = kinks[lo:hi].sum(-1) / length[lo:hi]
+        out[f"layer_density_{g}"] = layer[lo:hi]
+        out[f"length_{g}"] = length[lo:hi]
+        out[f"pool_ordering_changes_{g}"] = float(np.mean(walk.ordering_changes[lo:hi]))
+        out[f"truncated_{g}"] = int(np.asarray(walk.truncated)[lo:hi].sum())
+        out[f"affine_error_{g}"] = float(np.asarray(walk.affine_error)[lo:hi].max())
+        out[f"profile_{g}"] = (hist[lo:hi] / length[lo:hi, None]).mean(0) * config.profile_bins
+        out[f"peak_position_{g}"] = (np.argmax(hist[lo:hi], axis=1) + 0.5) / config.profile_bins
+    lo, hi = sizes[groups.index("diff")], sizes[groups.index("diff") + 1]
+    peaks = peak_offsets(fn, ends["diff"][0], ends["diff"][1], hist[lo:hi], n_steps=config.class_change_steps)
     has = peaks.pop("has_change")
-    out["aligned_hist"], out["aligned_edges"] = _aligned_profile(walk, peaks.pop("change"), has)
+    out["aligned_hist"], out["aligned_edges"] = _aligned_profile(
+        np.asarray(walk.positions)[lo:hi], kinks[lo:hi] / length[lo:hi, None], peaks.pop("change"), has)
     out.update(peaks)
     out["paths_with_class_change"] = int(has.sum())
     return out
+
+
+def _density_and_peaks(fn, x, y, config: Config, key, maxpool=None) -> dict:
+    """``path_statistics`` on ``config.pairs`` same-class and different-class paths between inputs ``x``."""
+    ends = {}
+    for group, same in (("same", True), ("diff", False)):
+        i, j = _pairs(y, config.pairs, numpy_rng(named_key(key, group)), same)
+        ends[group] = (x[i], x[j])
+    return path_statistics(fn, ends, config, maxpool=maxpool)
 
 
 def clustering_draws(fn, x, y, key, *, points: int, repeats: int, n_clusters: int) -> dict[str, np.ndarray]:
@@ -249,15 +337,99 @@ def _width_sweep(x: np.ndarray, config: Config, key) -> dict:
             "loglog_exponent": float(loglog)}
 
 
+def cnn_stages(model, params) -> list:
+    """A ``models.CNN`` as a chain of functions: one per conv block (Conv -> ReLU [-> max-pool]),
+    then the head (flatten -> Dense ReLU -> logits). Composing them gives ``model.apply(params, x)``.
+
+    Args:
+      model: a ``models.CNN`` (2-D images, channels last).
+      params: its parameters.
+
+    Returns:
+      ``[stage_0, ..., stage_{n_conv}]``, each ``a [batch, ...] -> [batch, ...]``.
+    """
+    import flax.linen as nn
+
+    p = params["params"]
+    stages = []
+    for i, c in enumerate(model.channels):
+        conv = nn.Conv(c, (model.kernel_size,) * 2, padding="SAME")
+
+        def block(h, conv=conv, w={"params": p[f"Conv_{i}"]}):
+            h = nn.relu(conv.apply(w, h))
+            return nn.max_pool(h, (2, 2), strides=(2, 2)) if model.pool else h
+
+        stages.append(block)
+
+    def head(h):
+        h = nn.relu(nn.Dense(model.hidden).apply({"params": p["Dense_0"]}, h.reshape(h.shape[0], -1)))
+        return nn.Dense(model.n_classes).apply({"params": p["Dense_1"]}, h)
+
+    return stages + [head]
+
+
+def _chain(stages):
+    def f(h):
+        for stage in stages:
+            h = stage(h)
+        return h
+    return f
+
+
+def _deep_data(dataset: str, config: Config):
+    """``(x_train, y_train, x_test, y_test, n_classes)`` of a ``deep_datasets`` entry."""
+    from jaxinterp import datasets
+
+    if dataset == "digits":
+        ds = datasets.load_digits(seed=config.seed)
+        return ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.n_classes
+    train, test = datasets.load_shapes_bias(0.0, seed=config.seed, n_train=config.shapes_train,
+                                            n_test=config.shapes_train // 2, size=config.shapes_size)
+    return train.x, train.y, test.x, test.y, int(train.y.max()) + 1
+
+
+def deep_cnn_paths(dataset: str, config: Config, key) -> dict:
+    """Train the deeper CNN on ``dataset`` and walk paths in input space and every conv layer's space.
+
+    The same ``deep_pairs`` same-class and different-class test pairs are used in every space: in
+    the space after conv layer ``L`` the path joins the two inputs' activations there and the walk
+    counts the boundaries of the network from layer ``L + 1`` on.
+
+    Returns:
+      ``{"test_accuracy", "spaces": {space: path_statistics dict}}`` with spaces ``"input"``,
+      ``"Conv_0"``, ... (the last conv layer's space sees only the dense layer's boundaries).
+    """
+    import jax
+
+    from jaxinterp import models
+
+    x_train, y_train, x_test, y_test, n_classes = _deep_data(dataset, config)
+    model = models.CNN(channels=config.deep_channels, hidden=config.deep_hidden, n_classes=n_classes, pool=False)
+    params, _ = models.train_classifier(model, x_train, y_train, key=named_key(key, "train"),
+                                        steps=config.deep_steps, learning_rate=3e-3)
+    stages = cnn_stages(model, params)
+    ends = {}
+    for group, same in (("same", True), ("diff", False)):
+        i, j = _pairs(y_test, config.deep_pairs, numpy_rng(named_key(key, "pairs", group)), same)
+        ends[group] = (x_test[i], x_test[j])
+    spaces = {}
+    for layer in range(len(config.deep_channels) + 1):  # 0: input space; L >= 1: after conv layer L - 1
+        space = "input" if layer == 0 else f"Conv_{layer - 1}"
+        prefix, suffix = jax.jit(_chain(stages[:layer])), _chain(stages[layer:])
+        layer_ends = {g: (np.asarray(prefix(a), np.float32), np.asarray(prefix(b), np.float32))
+                      for g, (a, b) in ends.items()}
+        spaces[space] = path_statistics(suffix, layer_ends, config)
+    return {"test_accuracy": models.accuracy(model, params, x_test, y_test), "spaces": spaces}
+
+
 def compute(config: Config, key) -> Result:
     """Train (or reuse) the classifiers, walk the paths, cluster, and sweep widths at initialisation.
 
-    The classifiers come from ``models.trained_classifier(arch, "mnist1d", seed=config.seed)``
+    The mnist1d classifiers come from ``models.trained_classifier(arch, "mnist1d", seed=config.seed)``
     (memoised and shared with the other studies, so keyed by the integer seed); every other
     random choice derives from ``key`` by name.
     """
     from jaxinterp import datasets, models
-    from jaxinterp.polytope import relu_preactivations
 
     ds = datasets.load_mnist1d()
     x_test, y_test = np.asarray(ds.x_test, np.float32), np.asarray(ds.y_test)
@@ -267,8 +439,8 @@ def compute(config: Config, key) -> Result:
         steps = getattr(config, f"{arch}_steps")
         trained = models.trained_classifier(arch, "mnist1d", seed=config.seed, steps=steps)
         fn = lambda v, model=trained.model, params=trained.params: model.apply(params, v)  # noqa: E731
-        pre = relu_preactivations(fn, maxpool=MAXPOOL if arch == "cnn" else None)
-        r = _density_and_peaks(fn, pre, x_test, y_test, config, named_key(key, "paths", arch))
+        r = _density_and_peaks(fn, x_test, y_test, config, named_key(key, "paths", arch),
+                               maxpool=MAXPOOL if arch == "cnn" else None)
         r["clustering"] = clustering_draws(fn, x_test, y_test, named_key(key, "clustering", arch),
                                            points=config.cluster_points, repeats=config.cluster_repeats,
                                            n_clusters=config.n_clusters)
@@ -279,7 +451,12 @@ def compute(config: Config, key) -> Result:
     start = time.perf_counter()
     sweep = _width_sweep(x_test, config, named_key(key, "width_sweep"))
     seconds["width_sweep"] = time.perf_counter() - start
-    return Result(per_arch, sweep, seconds)
+    deep = {}
+    for dataset in config.deep_datasets:
+        start = time.perf_counter()
+        deep[dataset] = deep_cnn_paths(dataset, config, named_key(key, "deep", dataset))
+        seconds[f"deep_{dataset}"] = time.perf_counter() - start
+    return Result(per_arch, sweep, seconds, deep)
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:
@@ -305,6 +482,8 @@ def _per_arch_metrics() -> dict[str, Any]:
         "test_accuracy": lambda r: r["test_accuracy"],
         "train_steps": lambda r: r["train_steps"],
         "truncated_walks": lambda r: r["truncated_same"] + r["truncated_diff"],
+        "pool_ordering_changes_per_path": lambda r: (r["pool_ordering_changes_same"]
+                                                     + r["pool_ordering_changes_diff"]) / 2,
         "max_affine_error": lambda r: max(r["affine_error_same"], r["affine_error_diff"]),
     }
     for name in ("peak_offset", "peak_offset_chance", "peak_offset_midpoint", "class_change_position"):
@@ -317,15 +496,39 @@ def _per_arch_metrics() -> dict[str, Any]:
     return table
 
 
+_DEEP_KEYS = ("density_same_class", "density_diff_class", "density_ratio_diff_over_same",
+              "density_diff_greater_p_value", "peak_offset", "peak_offset_chance", "peak_offset_midpoint",
+              "paths_with_class_change", "truncated_walks", "max_affine_error")
+
+
+def _deep_metrics(deep: dict) -> dict:
+    """``{dataset: {"test_accuracy", "layers": {space: {metric: value, "layer_density_same_class":
+    {later layer: value}, ...}}}}`` and the per-path densities / peak offsets behind the claims."""
+    table = _per_arch_metrics()
+    out = {}
+    for dataset, d in deep.items():
+        layers = {}
+        for space, r in d["spaces"].items():
+            row = {k: table[k](r) for k in _DEEP_KEYS}
+            for g, name in (("same", "same_class"), ("diff", "diff_class")):
+                row[f"layer_density_{name}"] = dict(zip(r["layer_names"], r[f"layer_density_{g}"].mean(0).tolist()))
+            row["per_path"] = {k: r[k] for k in ("density_same", "density_diff", "peak_offset", "peak_offset_chance")}
+            layers[space] = row
+        out[dataset] = {"test_accuracy": d["test_accuracy"], "layers": layers}
+    return out
+
+
 def metrics(result: Result) -> dict:
     """Per classifier (``{arch: value}``): densities, peak offsets, clustering purity/NMI (mean over
     draws), accuracy, walk checks; the per-draw and per-path values behind the claims
-    (``clustering_per_draw``, ``per_path``); ``regions_per_unit_length_vs_width`` and ``seconds``."""
+    (``clustering_per_draw``, ``per_path``); ``regions_per_unit_length_vs_width``; ``deep_cnn``
+    (per dataset and per layer space, see ``_deep_metrics``) and ``seconds``."""
     out = {name: {arch: f(r) for arch, r in result.per_arch.items()} for name, f in _per_arch_metrics().items()}
     out["clustering_per_draw"] = {arch: r["clustering"] for arch, r in result.per_arch.items()}
     out["per_path"] = {arch: {k: r[k] for k in ("density_same", "density_diff", "peak_offset", "peak_offset_chance",
                                                 "peak_offset_midpoint")} for arch, r in result.per_arch.items()}
     out["regions_per_unit_length_vs_width"] = result.sweep
+    out["deep_cnn"] = _deep_metrics(result.deep)
     out["seconds"] = result.seconds
     return out
 
@@ -343,6 +546,10 @@ def summary(result: Result) -> dict:
         out[f"{arch}: purity codes / activations"] = (
             f"{m['purity_codes'][arch]:.3f} / {m['purity_activations'][arch]:.3f}")
     out["regions per length vs neurons: linear R^2"] = round(result.sweep["linear_fit_r2"], 3)
+    for dataset, d in m["deep_cnn"].items():
+        out[f"deep CNN, {dataset}: density diff / same class per layer space"] = ", ".join(
+            f"{space} {row['density_diff_class']:.3g} / {row['density_same_class']:.3g}"
+            for space, row in d["layers"].items())
     return out
 
 
@@ -367,10 +574,27 @@ def _arch_claims(arch: str, r: dict) -> list[claims_lib.Claim]:
     return out
 
 
+def deep_claims(dataset: str, spaces: dict) -> list[claims_lib.Claim]:
+    """Per layer space of the deeper CNN: density across > within; peak nearer the class change than chance."""
+    out = []
+    for space, r in spaces.items():
+        where = "input space" if space == "input" else f"{space} activation space (later layers' boundaries)"
+        out.append(claims_lib.ordering(
+            f"deep CNN, {dataset}, {where}: boundary density is higher across classes than within",
+            r["density_diff"], r["density_same"], paper_value="across > within", figure="deep_layers"))
+        if r["paths_with_class_change"] >= 2:
+            out.append(claims_lib.paired_ordering(
+                f"deep CNN, {dataset}, {where}: density peaks nearer the class change than a uniform peak would",
+                r["peak_offset_chance"], r["peak_offset"], paper_value="peak at class change", figure="deep_layers"))
+    return out
+
+
 def claims(result: Result) -> list[claims_lib.Claim]:
     """Per classifier: density across > within, peaks at class changes, codes > activations in
-    cluster purity; Hanin-Rolnick: regions per unit length grow linearly (and proportionally) with neurons."""
+    cluster purity; Hanin-Rolnick: regions per unit length grow linearly (and proportionally) with
+    neurons; per dataset and layer space of the deeper CNN: density across > within, peaks at class changes."""
     out = [c for arch, r in result.per_arch.items() for c in _arch_claims(arch, r)]
+    out += [c for dataset, d in result.deep.items() for c in deep_claims(dataset, d["spaces"])]
     sweep = result.sweep
     if len(sweep["n_neurons"]) > 2:
         out.append(claims_lib.within("Hanin-Rolnick: regions per unit length linear in neurons (fit R²)", 1.0,
@@ -458,12 +682,54 @@ def _plot_sweep(sweep: dict):
     return fig
 
 
+def _plot_deep(deep: dict):
+    """Per dataset: mean density on same- vs different-class paths in each layer space (with the
+    one-sided Mann-Whitney p), and the peak offset against its uniform-peak chance level."""
+    from scipy.stats import mannwhitneyu
+
+    from jaxinterp.plotting import subplots
+
+    fig, axes = subplots(2, max(len(deep), 1), figsize=(6.5 * max(len(deep), 1), 8), squeeze=False)
+    for col, (dataset, d) in enumerate(deep.items()):
+        spaces = list(d["spaces"])
+        x = np.arange(len(spaces))
+        ax = axes[0, col]
+        for k, (g, label) in enumerate((("same", "same class"), ("diff", "different class"))):
+            vals = [d["spaces"][s][f"density_{g}"] for s in spaces]
+            ax.bar(x + 0.38 * (k - 0.5), [v.mean() for v in vals], 0.38, yerr=[v.std() for v in vals], capsize=3,
+                   label=label)
+        for k, sp in enumerate(spaces):
+            r = d["spaces"][sp]
+            p = mannwhitneyu(r["density_diff"], r["density_same"], alternative="greater").pvalue
+            ax.annotate(f"p={p:.2g}", (k, ax.get_ylim()[1] * 0.93), ha="center", fontsize=8)
+        ax.set_yscale("symlog")
+        ax.set_xticks(x, spaces)
+        ax.set_xlabel("space of the path (boundaries of all later layers)")
+        ax.set_ylabel("boundaries per unit length")
+        ax.set_title(f"deep CNN, {dataset} (test acc {d['test_accuracy']:.2f}); paper: different > same", fontsize=10)
+        ax.legend(fontsize=8)
+        ax = axes[1, col]
+        for k, (key, label) in enumerate((("peak_offset", "density peak"), ("peak_offset_chance", "uniform peak"))):
+            vals = [d["spaces"][s][key] for s in spaces]
+            ax.bar(x + 0.38 * (k - 0.5), [np.mean(v) if v.size else np.nan for v in vals], 0.38, label=label)
+        ax.set_xticks(x, spaces)
+        ax.set_xlabel("space of the path")
+        ax.set_ylabel("|peak - class change| (fraction of path)")
+        ax.set_title(f"deep CNN, {dataset}: peak vs class change (paper: peak at the change)", fontsize=10)
+        ax.legend(fontsize=8)
+    return fig
+
+
 def figures(result: Result) -> dict:
-    """``density_same_vs_diff``, ``density_profile``, ``clustering``, ``regions_vs_width``."""
-    return {"density_same_vs_diff": _plot_densities(result.per_arch),
-            "density_profile": _plot_profiles(result.per_arch),
-            "clustering": _plot_clustering(result.per_arch),
-            "regions_vs_width": _plot_sweep(result.sweep)}
+    """``density_same_vs_diff``, ``density_profile``, ``clustering``, ``regions_vs_width`` and, with a
+    deeper CNN, ``deep_layers``."""
+    out = {"density_same_vs_diff": _plot_densities(result.per_arch),
+           "density_profile": _plot_profiles(result.per_arch),
+           "clustering": _plot_clustering(result.per_arch),
+           "regions_vs_width": _plot_sweep(result.sweep)}
+    if result.deep:
+        out["deep_layers"] = _plot_deep(result.deep)
+    return out
 
 
 STUDY = Study(
