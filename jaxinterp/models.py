@@ -6,18 +6,28 @@ import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxinterp._validation import check_finite, check_positive_int, check_same_leading
+from jaxinterp._validation import (check_finite, check_integer_labels, check_nonempty, check_positive_int,
+                                   check_real, check_same_leading)
 from jaxinterp.loop import run_chunks
 from jaxinterp.sharding import enable_compilation_cache
 
 __all__ = ["CNN", "MLP", "TrainHistory", "TrainedClassifier", "accuracy", "init_params", "predict",
            "train_classifier", "trained_classifier"]
+
+
+def _check_widths(widths, name: str) -> None:
+    """Raise unless ``widths`` is a sequence of positive ints (layer widths or channels)."""
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+        raise TypeError(f"`{name}` must be a sequence of ints; got {type(widths).__name__}.")
+    for w in widths:
+        check_positive_int(w, name)
 
 
 class MLP(nn.Module):
@@ -30,6 +40,11 @@ class MLP(nn.Module):
 
     hidden: Sequence[int] = (128, 128)
     n_classes: int = 10
+
+    def __post_init__(self):
+        _check_widths(self.hidden, "hidden")
+        check_positive_int(self.n_classes, "n_classes")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, return_features: bool = False):
@@ -60,6 +75,12 @@ class CNN(nn.Module):
     hidden: int = 64
     n_classes: int = 10
     pool: bool = True
+
+    def __post_init__(self):
+        _check_widths(self.channels, "channels")
+        for name in ("kernel_size", "hidden", "n_classes"):
+            check_positive_int(getattr(self, name), name)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, return_features: bool = False):
@@ -215,19 +236,15 @@ def _check_training(x, y, key, steps, batch_size, learning_rate, weight_decay, s
     if not np.issubdtype(x_dtype, np.floating):
         raise TypeError(f"`x` must have a floating dtype; got {x_dtype}.")
     check_finite(x, "x")
-    y_arr = np.asarray(y)
-    if y_arr.ndim != 1 or not np.issubdtype(y_arr.dtype, np.integer):
-        raise TypeError(f"`y` must be integer labels of shape [n]; got {y_arr.dtype} {y_arr.shape}.")
+    check_integer_labels(y, "y")
     steps = check_positive_int(steps, "steps")
     check_positive_int(chunk, "chunk")
     n = int(np.shape(x)[0])
     batch_size = check_positive_int(batch_size, "batch_size", maximum=n, maximum_name="number of samples")
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"`schedule` must be 'cosine' or 'constant'; got {schedule!r}.")
-    for name, value, positive in (("learning_rate", learning_rate, True), ("weight_decay", weight_decay, False)):
-        v = float(value)
-        if not np.isfinite(v) or v < 0 or (positive and v == 0):
-            raise ValueError(f"`{name}` must be a finite number {'>' if positive else '>='} 0; got {value}.")
+    check_real(learning_rate, "learning_rate", low=0.0, open_low=True)
+    check_real(weight_decay, "weight_decay", low=0.0)
     return _Settings(n, batch_size, steps, float(learning_rate), float(weight_decay), schedule)
 
 
@@ -235,15 +252,39 @@ _apply_jit = jax.jit(lambda params, x, *, model: model.apply(params, x), static_
 
 
 def predict(model: nn.Module, params: Any, x: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
-    """Logits ``[n, n_classes]`` of ``model`` on ``x [n, ...]``, computed in jitted batches."""
+    """Logits ``[n, n_classes]`` of ``model`` on ``x [n, ...]``, computed in jitted batches.
+
+    Raises:
+      TypeError / ValueError: ``x`` is not a non-empty finite floating array of rank >= 2, or
+        its shape does not match the one ``params`` were initialised for.
+    """
     check_positive_int(batch_size, "batch_size")
-    outs = [np.asarray(_apply_jit(params, jnp.asarray(x[i : i + batch_size], jnp.float32), model=model))
-            for i in range(0, len(x), batch_size)]
+    x = _check_inputs(x, "x")
+    try:
+        outs = [np.asarray(_apply_jit(params, jnp.asarray(x[i : i + batch_size], jnp.float32), model=model))
+                for i in range(0, len(x), batch_size)]
+    except flax.errors.ScopeParamShapeError as err:
+        raise ValueError(f"`x` of shape {x.shape} does not fit the parameters: {err}") from None
     return np.concatenate(outs, axis=0)
 
 
+def _check_inputs(x, name: str) -> np.ndarray:
+    """``x`` as a numpy array, raising unless it is a non-empty finite floating array ``[n, ...]``."""
+    if x is None or isinstance(x, str):
+        raise TypeError(f"`{name}` must be a floating array [n, ...]; got {type(x).__name__}.")
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"`{name}` must have a floating dtype; got {x.dtype}.")
+    if x.ndim < 2:
+        raise ValueError(f"`{name}` must have a batch axis and at least one feature axis; got shape {x.shape}.")
+    check_nonempty(x, name)
+    check_finite(x, name)
+    return x
+
+
 def accuracy(model: nn.Module, params: Any, x: np.ndarray, y: np.ndarray) -> float:
-    """Fraction of ``x`` whose arg-max logit equals the label ``y``."""
+    """Fraction of ``x [n, ...]`` whose arg-max logit equals the label ``y [n]`` (non-negative ints)."""
+    check_integer_labels(y, "y")
     check_same_leading("x", x, "y", y)
     return float(np.mean(predict(model, params, x).argmax(-1) == np.asarray(y)))
 

@@ -22,6 +22,8 @@ TX = np.eye(4, dtype=np.float32)                                      # toy inpu
 TM = np.array([4.0, 8.0, 16.0])                                       # hidden sizes [3]
 TC = np.array([4.0, 2.1, 0.9])                                        # mean counts [3]
 TT = np.linspace(0.0, 10.0, 5)                                        # times [5]
+STACK = "a rank-3 `w` is a stack of instances [instances, n, m] (documented)"
+SCALAR_T = "a scalar time gives the scalar closed form (documented: `t` is [] or [k])"
 CONFIG_ONLY = dict(kinds={"config": "other"})
 
 
@@ -44,10 +46,10 @@ def _toy_entries():
                                                                      n_seeds)["counts"],
               dict(key=KEY, n_seeds=2, hidden_sizes=np.array([4.0, 8.0])), kinds={"hidden_sizes": "labels"}),
         Entry("jaxinterp.toy.count_polysemantic", lambda w: toy.count_polysemantic(w), dict(w=TW),
-              accept={"w.huge": "huge weights represent no feature: a count of 0 is the answer"}),
+              accept={"w.huge": "huge weights represent no feature: a count of 0 is the answer", "w.rank_up": STACK}),
         Entry("jaxinterp.toy.represents", lambda w: toy.represents(w), dict(w=TW),
-              accept={"w.huge": "huge weights represent no feature (documented band)"}),
-        Entry("jaxinterp.toy.fourth_norm", lambda w: toy.fourth_norm(w), dict(w=TW)),
+              accept={"w.huge": "huge weights represent no feature (documented band)", "w.rank_up": STACK}),
+        Entry("jaxinterp.toy.fourth_norm", lambda w: toy.fourth_norm(w), dict(w=TW), accept={"w.rank_up": STACK}),
         Entry("jaxinterp.toy.forward", lambda w, x: toy.forward(w, x), dict(w=TW, x=TX), pairs=()),
         Entry("jaxinterp.toy.loss", lambda w, x, l1: toy.loss(w, x, l1), dict(w=TW, x=TX, l1=1e-3),
               accept={"l1.zero": "no L1 penalty is a valid setting"}),
@@ -72,11 +74,11 @@ def _toy_entries():
         Entry("jaxinterp.toy.loglog_slope", lambda m, counts: toy.loglog_slope(m, counts), dict(m=TM, counts=TC),
               pairs=(("m", "counts"),)),
         Entry("jaxinterp.toy.predicted_active", lambda t, n_hidden, l1: toy.predicted_active(t, n_hidden, l1),
-              dict(t=TT, n_hidden=16, l1=0.1)),
+              dict(t=TT, n_hidden=16, l1=0.1), accept={"t.rank_down": SCALAR_T}),
         Entry("jaxinterp.toy.predicted_l1_norm", lambda t, n_hidden, l1: toy.predicted_l1_norm(t, n_hidden, l1),
-              dict(t=TT, n_hidden=16, l1=0.1)),
+              dict(t=TT, n_hidden=16, l1=0.1), accept={"t.rank_down": SCALAR_T}),
         Entry("jaxinterp.toy.simulate_sparsification",
-              lambda key, n_hidden, l1, dt: toy.simulate_sparsification(key, n_hidden, l1, t_max=5.0, dt=dt).norm_l1,
+              lambda key, n_hidden, l1, dt: toy.simulate_sparsification(key, n_hidden, l1, t_max=5.0, dt=dt).l1_norm,
               dict(key=KEY, n_hidden=8, l1=0.5, dt=0.5)),
         Entry("jaxinterp.toy.sparsification_agreement",
               lambda n_hidden, l1: toy.sparsification_agreement(

@@ -6,6 +6,8 @@ import functools
 
 import numpy as np
 
+from jaxinterp._validation import check_seed
+
 from jaxinterp.datasets.base import Dataset
 
 #: Seed of the canonical MNIST-1D dataset (the package's default arguments).
@@ -36,9 +38,9 @@ def load_mnist1d(seed: int = CANONICAL_SEED, num_samples: int = 5000) -> Dataset
     Returns:
       A ``Dataset`` with ``x`` float32 ``[n, 40, 1]`` (channels last) and ``y`` int32 ``[n]``.
     """
-    for name, value in (("seed", seed), ("num_samples", num_samples)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"`{name}` must be an int; got {type(value).__name__}.")
+    check_seed(seed)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
+        raise TypeError(f"`num_samples` must be an int; got {type(num_samples).__name__}.")
     if num_samples < 10:
         raise ValueError(f"`num_samples` must be >= 10; got {num_samples}.")
     data = _generate(int(seed), int(num_samples))

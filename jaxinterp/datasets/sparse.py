@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp._validation import check_in_range, check_positive_int
+from jaxinterp._validation import check_positive_int, check_real
 
 
 def _as_key(key_or_seed) -> jax.Array:
@@ -37,7 +37,7 @@ def sparse_features(key_or_seed, n_samples: int, n_features: int, feature_probab
     """
     check_positive_int(n_samples, "n_samples")
     check_positive_int(n_features, "n_features")
-    check_in_range(feature_probability, "feature_probability", 0.0, 1.0)
+    check_real(feature_probability, "feature_probability", low=0.0, high=1.0)
     if feature_probability == 0.0:
         raise ValueError("`feature_probability` must be > 0.")
     k_on, k_val = jax.random.split(_as_key(key_or_seed))

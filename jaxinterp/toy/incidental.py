@@ -27,7 +27,9 @@ import numpy as np
 import optax
 
 from jaxinterp.toy import training
-from jaxinterp._validation import check_in_range, check_positive_int, check_rank, check_shape
+from jaxinterp._validation import (check_finite, check_in_range, check_key, check_nonempty,
+                                   check_positive_int, check_rank, check_shape, is_concrete)
+from jaxinterp._validation import check_real as _check_real_scalar
 
 NoiseKind = Literal["none", "bernoulli", "gaussian"]
 
@@ -113,6 +115,28 @@ def _optax_optimizer(config: IncidentalConfig) -> optax.GradientTransformation:
     return optax.sgd(config.learning_rate)
 
 
+def check_weights(w, name: str, rank) -> jax.Array:
+    """``w`` as a jax array, raising unless it is a non-empty floating array of ``rank`` whose
+    values (when concrete) are finite. Lists are converted; strings and None are refused."""
+    if w is None or isinstance(w, str):
+        raise TypeError(f"`{name}` must be a floating array; got {type(w).__name__}.")
+    if isinstance(w, (list, tuple)):
+        w = np.asarray(w, np.float32)
+    check_rank(w, name, rank)
+    if not jnp.issubdtype(jnp.result_type(w), jnp.floating):      # bfloat16 included
+        raise TypeError(f"`{name}` must have a floating dtype; got {jnp.result_type(w)}.")
+    check_nonempty(w, name)
+    check_finite(w, name)
+    return w
+
+
+def check_no_overflow(value, names: str):
+    """Raise ValueError if a concrete result is non-finite although its inputs were finite."""
+    if is_concrete(value) and not bool(jnp.all(jnp.isfinite(value))):
+        raise ValueError(f"{names} too large: the result overflows float32; rescale the weights/inputs.")
+    return value
+
+
 def _half_to_float32(*arrays):
     """Half-precision arrays (float16, bfloat16) as float32, and the dtype to return results in.
 
@@ -150,6 +174,7 @@ def init_weights(key: jax.Array, config: IncidentalConfig, n_hidden=None) -> jax
     Returns:
       float32 ``[n_features, width]``; columns ``>= m`` are zero.
     """
+    check_key(key)
     m = config.n_hidden if n_hidden is None else n_hidden
     cols = jnp.arange(config.width)
     draw = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(key, k), (config.n_features,), jnp.float32))
@@ -186,7 +211,8 @@ def forward(w: jax.Array, x: jax.Array, noise: jax.Array | None = None) -> jax.A
     Returns:
       ``[batch, n]``.
     """
-    check_rank(w, "w", 2)
+    w = check_weights(w, "w", 2)
+    x = check_weights(x, "x", 2)
     check_shape(x, "x", (None, w.shape[0]))
     if noise is not None:
         check_shape(noise, "noise", (w.shape[1],))
@@ -194,7 +220,7 @@ def forward(w: jax.Array, x: jax.Array, noise: jax.Array | None = None) -> jax.A
     hidden = x @ w
     if noise is not None:
         hidden = hidden + jnp.asarray(noise, w.dtype)
-    return jax.nn.relu(hidden @ w.T).astype(dtype)
+    return check_no_overflow(jax.nn.relu(hidden @ w.T), "`w` or `x`").astype(dtype)
 
 
 def loss(w: jax.Array, x: jax.Array, l1: float, noise: jax.Array | None = None) -> jax.Array:
@@ -209,9 +235,13 @@ def loss(w: jax.Array, x: jax.Array, l1: float, noise: jax.Array | None = None) 
     Returns:
       Scalar loss.
     """
+    w, x = check_weights(w, "w", 2), check_weights(x, "x", 2)
+    if is_concrete(l1):
+        _check_real_scalar(l1, "l1", low=0.0)
     (w32, x32), dtype = _half_to_float32(w, x)
     y = forward(w32, x32, noise)
-    return (jnp.sum((y - x32) ** 2) + l1 * jnp.sum(jnp.abs(w32))).astype(dtype)
+    value = jnp.sum((y - x32) ** 2) + l1 * jnp.sum(jnp.abs(w32))
+    return check_no_overflow(value, "`w` or `x`").astype(dtype)
 
 
 def basis_loss_and_grad(w: jax.Array, l1: float) -> tuple[jax.Array, jax.Array]:
@@ -227,9 +257,12 @@ def basis_loss_and_grad(w: jax.Array, l1: float) -> tuple[jax.Array, jax.Array]:
     Returns:
       ``(loss, grad)``: scalar and ``[n, m]``.
     """
-    check_rank(w, "w", 2)
+    w = check_weights(w, "w", 2)
+    if is_concrete(l1):
+        _check_real_scalar(l1, "l1", low=0.0)
     (w,), dtype = _half_to_float32(w)
     value, grad = _basis_loss_and_grad(w, l1)
+    check_no_overflow(value, "`w`")
     return value.astype(dtype), grad.astype(dtype)
 
 
@@ -278,7 +311,7 @@ def make_loss_and_grad(config: IncidentalConfig, *, closed_form: bool = True):
 
 def represents(w: jax.Array, low: float = 0.8, high: float = 1.2) -> jax.Array:
     """Boolean ``[..., n, m]``: neuron ``k`` represents feature ``i`` iff ``low <= |W_ik| <= high``."""
-    check_rank(w, "w", (2, 3))
+    w = check_weights(w, "w", (2, 3))
     (w,), _ = _half_to_float32(w)
     a = jnp.abs(w)
     return (a >= low) & (a <= high)
@@ -295,8 +328,7 @@ def count_polysemantic(w: jax.Array, *, low: float = 0.8, high: float = 1.2, min
     Returns:
       int32 count, ``[]`` or ``[instances]``.
     """
-    if not jnp.issubdtype(jnp.result_type(w), jnp.floating):      # bfloat16 included
-        raise TypeError(f"`w` must have a floating dtype; got {jnp.result_type(w)}.")
+    w = check_weights(w, "w", (2, 3))
     check_positive_int(min_features, "min_features")
     if not low <= high:
         raise ValueError(f"need low <= high; got low={low}, high={high}.")
@@ -313,6 +345,6 @@ def fourth_norm(w: jax.Array) -> jax.Array:
     Returns:
       ``[]`` or ``[instances]``.
     """
-    check_rank(w, "w", (2, 3))
+    w = check_weights(w, "w", (2, 3))
     (w32,), dtype = _half_to_float32(w)
-    return jnp.mean(jnp.sum(w32**4, axis=-1), axis=-1).astype(dtype)
+    return check_no_overflow(jnp.mean(jnp.sum(w32**4, axis=-1), axis=-1), "`w`").astype(dtype)

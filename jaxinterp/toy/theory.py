@@ -21,13 +21,40 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxinterp._validation import check_in_range, check_positive_int, check_rank, check_shape
+from jaxinterp._validation import (check_finite, check_in_range, check_nonempty, check_positive_int, check_rank,
+                                   check_real, check_shape)
 from jaxinterp.toy import incidental, training
 
 
+def _real_array(x, name: str) -> np.ndarray:
+    """``x`` as a non-empty, finite float64 array; TypeError for None, strings and non-numbers."""
+    if x is None or isinstance(x, str):
+        raise TypeError(f"`{name}` must be a numeric array; got {type(x).__name__}.")
+    try:
+        arr = np.asarray(x, np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`{name}` must be a numeric array; got {type(x).__name__}: {err}") from None
+    check_nonempty(arr.reshape(-1), name)
+    check_finite(arr, name)
+    return arr
+
+
 def theory_count(n_features, n_hidden):
-    """Expected number of polysemantic neurons ``n^2 / (4 m)`` (numpy; broadcasts over arrays)."""
-    return np.asarray(n_features, np.float64) ** 2 / (4.0 * np.asarray(n_hidden, np.float64))
+    """Expected number of polysemantic neurons ``n^2 / (4 m)`` (numpy; broadcasts over arrays).
+
+    Raises:
+      TypeError / ValueError: ``n_features`` or ``n_hidden`` is not made of positive integers.
+    """
+    n, m = _counts(n_features, "n_features"), _counts(n_hidden, "n_hidden")
+    return n ** 2 / (4.0 * m)
+
+
+def _counts(x, name: str) -> np.ndarray:
+    """``x`` (an int or an array of ints) as float64, raising unless every entry is a positive integer."""
+    arr = _real_array(x, name)
+    if isinstance(x, (bool, np.bool_)) or np.any(arr != np.round(arr)) or np.any(arr < 1):
+        raise ValueError(f"`{name}` must hold positive integers; got {x!r}.")
+    return arr
 
 
 def loglog_slope(m, counts) -> float:
@@ -40,8 +67,10 @@ def loglog_slope(m, counts) -> float:
     Returns:
       The slope (theory: -1), or NaN with fewer than two positive counts.
     """
-    m, counts = np.asarray(m, np.float64), np.asarray(counts, np.float64)
+    m, counts = _real_array(m, "m"), _real_array(counts, "counts")
     check_rank(m, "m", 1)
+    if np.any(m <= 0) or np.any(counts < 0):
+        raise ValueError(f"`m` must be positive and `counts` non-negative; got m={m}, counts={counts}.")
     check_shape(counts, "counts", m.shape)
     keep = counts > 0
     if keep.sum() < 2:
@@ -49,13 +78,23 @@ def loglog_slope(m, counts) -> float:
     return float(np.polyfit(np.log(m[keep]), np.log(counts[keep]), 1)[0])
 
 
+def _closed_form_args(t, n_hidden, l1):
+    t = _real_array(t, "t")
+    check_rank(t, "t", (0, 1))
+    if np.any(t < 0):
+        raise ValueError(f"`t` must be non-negative times; its minimum is {t.min()}.")
+    return t, check_positive_int(n_hidden, "n_hidden"), check_real(l1, "l1", low=0.0)
+
+
 def predicted_active(t, n_hidden: int, l1: float):
-    """Closed-form number of non-zero entries ``m'(t) = (1/sqrt(m) + l1 t)^-2``."""
+    """Closed-form number of non-zero entries ``m'(t) = (1/sqrt(m) + l1 t)^-2`` at times ``t`` ``[]`` or ``[k]``."""
+    t, n_hidden, l1 = _closed_form_args(t, n_hidden, l1)
     return (1.0 / np.sqrt(n_hidden) + l1 * np.asarray(t, np.float64)) ** -2.0
 
 
 def predicted_l1_norm(t, n_hidden: int, l1: float):
-    """Closed-form ``||w(t)||_1 = (1/sqrt(m) + l1 t)^-1``."""
+    """Closed-form ``||w(t)||_1 = (1/sqrt(m) + l1 t)^-1`` at times ``t`` ``[]`` or ``[k]``."""
+    t, n_hidden, l1 = _closed_form_args(t, n_hidden, l1)
     return (1.0 / np.sqrt(n_hidden) + l1 * np.asarray(t, np.float64)) ** -1.0
 
 
@@ -207,6 +246,9 @@ def noise_experiment(key: jax.Array, *, n_features: int = 8, n_hidden: int = 16,
         if k not in ("bernoulli", "gaussian"):
             raise ValueError(f"`kinds` entries must be 'bernoulli' or 'gaussian'; got {k!r}.")
     check_positive_int(n_seeds, "n_seeds")
+    for value, name in ((steps, "steps"), (record_every, "record_every"), (chunk_size, "chunk_size")):
+        check_positive_int(value, name)
+    check_real(learning_rate, "learning_rate", low=0.0, open_low=True)
     chunk_size = min(chunk_size, steps)
     cfg = incidental.IncidentalConfig(n_features=n_features, n_hidden=n_hidden, l1=0.0,
                                       learning_rate=learning_rate, optimizer="sgd", steps=steps)
@@ -244,8 +286,11 @@ def winner_agreement(w_init: jax.Array, w_final: jax.Array) -> dict[str, jax.Arr
       ``|W|``, largest first; chance ``(m-1)/2``) and ``correlation`` (mean over features of
       the Pearson correlation between ``|W_init[i]|`` and ``|W_final[i]|``), each ``[...]``.
     """
-    check_rank(w_init, "w_init", (2, 3))
-    check_shape(w_final, "w_final", w_init.shape)
+    w_init = incidental.check_weights(w_init, "w_init", (2, 3))
+    w_final = incidental.check_weights(w_final, "w_final", (2, 3))
+    if np.shape(w_init) != np.shape(w_final):
+        raise ValueError(f"`w_init` and `w_final` must have the same shape; got {np.shape(w_init)} and "
+                         f"{np.shape(w_final)}.")
     a0, a1 = jnp.abs(w_init), jnp.abs(w_final)
     winner = jnp.argmax(a1, axis=-1)
     predicted = jnp.argmax(a0, axis=-1)
