@@ -47,6 +47,58 @@ def _capture_entries():
               dict(name="battery_act")),
         Entry("jaxinterp.capture.FunctionRule", lambda functions: capture.FunctionRule("f", functions).name,
               dict(functions=("gelu",))),
+        *_reduce_entries(capture),
+        *_intervene_entries(capture, model),
+    ]
+
+
+def _reduced(capture, reducer):
+    """Fused reduction of a ReLU over feature maps ``[batch, h, w, channels]``."""
+    return lambda maps: capture.capture(jax.nn.relu, reduce=reducer)(maps)[1]["relu"]
+
+
+def _reduce_entries(capture):
+    # the maps are the model's own values (here the input of a ReLU): only the reducers' settings vary
+    axes = {"axes": "other"}
+    return [
+        Entry("jaxinterp.capture.channel_mean", lambda axes: _reduced(capture, capture.channel_mean(axes))(MAPS),
+              dict(axes=(-3, -2)), kinds=axes),
+        Entry("jaxinterp.capture.channel_max", lambda axes: _reduced(capture, capture.channel_max(axes))(MAPS),
+              dict(axes=(-3, -2)), kinds=axes),
+        Entry("jaxinterp.capture.channel_argmax",
+              lambda axes: _reduced(capture, capture.channel_argmax(axes))(MAPS), dict(axes=(-3, -2)), kinds=axes),
+        Entry("jaxinterp.capture.channel_topk", lambda k: _reduced(capture, capture.channel_topk(k))(MAPS),
+              dict(k=2)),
+        Entry("jaxinterp.capture.token_mean", lambda axis: _reduced(capture, capture.token_mean(axis))(MAPS),
+              dict(axis=-2)),
+        Entry("jaxinterp.capture.last_token", lambda axis: _reduced(capture, capture.last_token(axis))(MAPS),
+              dict(axis=-2)),
+    ]
+
+
+def _intervene_entries(capture, model):
+    hidden = np.asarray(jax.nn.relu(XS @ np.ones((8, 4), np.float32)))   # _tiny_net's ReLU inputs [n, 4]
+    direction = np.array([1.0, 0.0, 0.0, 0.0], np.float32)
+
+    def edited(edit, x=XS):
+        return capture.intervene(_tiny_net, {"relu": edit})(x)
+
+    return [
+        Entry("jaxinterp.capture.intervene", lambda x: edited(capture.zero_ablate(), x), dict(x=XS), **model),
+        Entry("jaxinterp.capture.zero_ablate", lambda: edited(capture.zero_ablate()), {}),
+        Entry("jaxinterp.capture.mean_ablate", lambda mean: edited(capture.mean_ablate(mean)),
+              dict(mean=hidden.mean(0)),
+              accept={"mean.rank_up": "a mean broadcasts to the activation's shape (documented)",
+                      "mean.rank_down": "a scalar mean broadcasts to every unit (documented)"}),
+        Entry("jaxinterp.capture.patch", lambda value: edited(capture.patch(value)), dict(value=hidden)),
+        Entry("jaxinterp.capture.patch_all",
+              lambda cache: capture.intervene(_tiny_net, capture.patch_all(cache))(XS),
+              dict(cache={"relu": hidden}), kinds={"cache": "other"}),
+        Entry("jaxinterp.capture.project_out", lambda direction: edited(capture.project_out(direction)),
+              dict(direction=direction)),
+        Entry("jaxinterp.capture.add_direction",
+              lambda direction, scale: edited(capture.add_direction(direction, scale)),
+              dict(direction=direction, scale=0.5)),
     ]
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxinterp._validation import check_finite, check_nonempty, check_real, float32_if_half, is_concrete
 from jaxinterp.capture.api import POST_SUFFIX, _trace
 from jaxinterp.capture.interpreter import Interpreter, Options
 from jaxinterp.capture.naming import name_records
@@ -122,11 +123,36 @@ def zero_ablate() -> Callable[[Any], Any]:
     return jnp.zeros_like
 
 
+def _edit_array(value: Any, name: str, *, vector: bool = False) -> Any:
+    """``value`` as a finite, non-empty float array (half precision as float32), named in errors."""
+    if value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"`{name}` must be an array; got {type(value).__name__}.")
+    arr = float32_if_half(jnp.asarray(value))
+    if not jnp.issubdtype(arr.dtype, jnp.inexact):
+        arr = arr.astype(jnp.float32)
+    if vector and arr.ndim != 1:
+        raise ValueError(f"`{name}` must be a vector [units]; got shape {arr.shape}.")
+    check_nonempty(arr if arr.ndim else arr[None], name)
+    check_finite(arr, name)
+    return arr
+
+
 def mean_ablate(mean: Any) -> Callable[[Any], Any]:
-    """Replace the activation by ``mean`` (e.g. its mean over a dataset: ``[units]`` or the per-example shape)."""
-    mean = jnp.asarray(mean)
+    """Replace the activation by ``mean`` (e.g. its mean over a dataset).
+
+    ``mean`` broadcasts to the activation's shape: a scalar, ``[units]``, the per-example shape or
+    the full shape; anything that does not broadcast is an error naming ``mean``.
+    """
+    mean = _edit_array(mean, "mean")
 
     def edit(value):
+        try:
+            target = jnp.broadcast_shapes(jnp.shape(mean), jnp.shape(value))
+        except ValueError:
+            target = None
+        if target != tuple(jnp.shape(value)):
+            raise ValueError(f"`mean` of shape {jnp.shape(mean)} does not broadcast to the activation's shape "
+                             f"{jnp.shape(value)}.")
         return jnp.broadcast_to(mean, jnp.shape(value)).astype(jnp.result_type(value))
 
     return edit
@@ -134,12 +160,12 @@ def mean_ablate(mean: Any) -> Callable[[Any], Any]:
 
 def patch(value: Any) -> Callable[[Any], Any]:
     """Replace the activation by ``value`` (e.g. the activation cached from a run on another input)."""
-    value = jnp.asarray(value)
+    value = _edit_array(value, "value")
 
     def edit(current):
         if jnp.shape(value) != jnp.shape(current):
-            raise ValueError(f"patch: the cached value has shape {jnp.shape(value)}; the activation has "
-                             f"{jnp.shape(current)}.")
+            raise ValueError(f"patch: `value` (the cached activation) has shape {jnp.shape(value)}; the "
+                             f"activation has {jnp.shape(current)}.")
         return value.astype(jnp.result_type(current))
 
     return edit
@@ -147,14 +173,17 @@ def patch(value: Any) -> Callable[[Any], Any]:
 
 def patch_all(cache: Mapping[str, Any]) -> dict[str, Callable[[Any], Any]]:
     """``{name: patch(value)}`` for every activation in ``cache`` (a ``capture`` result)."""
+    if not isinstance(cache, Mapping):
+        raise TypeError(f"`cache` must be a mapping {{name: activation}}; got {type(cache).__name__}.")
     return {name: patch(value) for name, value in cache.items()}
 
 
 def _unit(direction: Any) -> Any:
-    d = jnp.asarray(direction)
-    if d.ndim != 1:
-        raise ValueError(f"`direction` must be a vector [units]; got shape {d.shape}.")
-    return d / jnp.linalg.norm(d)
+    d = _edit_array(direction, "direction", vector=True)
+    norm = jnp.linalg.norm(d)
+    if is_concrete(norm) and not float(norm) > 0:
+        raise ValueError("`direction` must be non-zero.")
+    return d / norm
 
 
 def project_out(direction: Any) -> Callable[[Any], Any]:
@@ -165,7 +194,6 @@ def project_out(direction: Any) -> Callable[[Any], Any]:
 
 def add_direction(direction: Any, scale: Any = 1.0) -> Callable[[Any], Any]:
     """Add ``scale * direction`` (``[units]``, along the last axis; not normalised) to the activation."""
-    d = jnp.asarray(direction)
-    if d.ndim != 1:
-        raise ValueError(f"`direction` must be a vector [units]; got shape {d.shape}.")
+    d = _edit_array(direction, "direction", vector=True)
+    scale = check_real(scale, "scale")
     return lambda v: v + scale * d

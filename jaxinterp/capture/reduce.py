@@ -16,6 +16,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxinterp._validation import check_positive_int
 
 
 class TopK(NamedTuple):
@@ -37,12 +40,21 @@ class Reduction:
         return self.fn(value)
 
 
-def _check_axes(axes: Sequence[int], what: str) -> tuple[int, ...]:
+def _check_axes(axes: Sequence[int], what: str, name: str = "axes") -> tuple[int, ...]:
+    if isinstance(axes, (str, bytes)) or not isinstance(axes, Sequence) or not all(
+            isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axes):
+        raise TypeError(f"`{name}` of {what} must be a sequence of ints; got {axes!r}.")
     axes = tuple(int(a) for a in axes)
     if not axes or any(a >= -1 for a in axes) or len(set(axes)) != len(axes):
-        raise ValueError(f"`axes` of {what} must be distinct negative axes before the channel axis (< -1); "
+        raise ValueError(f"`{name}` of {what} must be distinct negative axes before the channel axis (< -1); "
                          f"got {axes}.")
     return tuple(sorted(axes))
+
+
+def _axis_tuple(axis: int) -> tuple:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"`axis` must be an int; got {axis!r}.")
+    return (axis,)
 
 
 def _flat_spatial(value: Any, axes: tuple[int, ...]) -> tuple[Any, tuple[int, ...]]:
@@ -84,8 +96,7 @@ def channel_argmax(axes: Sequence[int] = (-3, -2)) -> Reduction:
 
 def channel_topk(k: int, axes: Sequence[int] = (-3, -2)) -> Reduction:
     """Per-channel ``k`` largest values and their positions (:class:`TopK`), largest first."""
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"`k` must be a positive int; got {k!r}.")
+    check_positive_int(k, "k")
     axes = _check_axes(axes, "channel_topk")
 
     def fn(v):
@@ -100,13 +111,13 @@ def channel_topk(k: int, axes: Sequence[int] = (-3, -2)) -> Reduction:
 
 def token_mean(axis: int = -2) -> Reduction:
     """Mean over tokens: ``[..., T, d]`` -> ``[..., d]``."""
-    (axis,) = _check_axes((axis,), "token_mean")
+    (axis,) = _check_axes(_axis_tuple(axis), "token_mean", "axis")
     return Reduction("token_mean", lambda v: jnp.mean(v, axis=axis), -axis)
 
 
 def last_token(axis: int = -2) -> Reduction:
     """The last token's activation: ``[..., T, d]`` -> ``[..., d]``."""
-    (axis,) = _check_axes((axis,), "last_token")
+    (axis,) = _check_axes(_axis_tuple(axis), "last_token", "axis")
     return Reduction("last_token", lambda v: jnp.take(v, -1, axis=axis), -axis)
 
 
