@@ -1,4 +1,5 @@
-"""FastICA, parallel (symmetric) variant with the logcosh contrast and SVD whitening.
+"""FastICA, parallel (symmetric) variant with the logcosh contrast; whitening by the ``k``
+leading axes (eigendecomposition of the ``d x d`` Gram matrix when ``n >= d``, else a thin SVD).
 
 Follows Hyvarinen & Oja (2000) and scikit-learn's ``FastICA(algorithm="parallel",
 fun="logcosh", whiten="unit-variance")`` step for step, under ``jit``.
@@ -50,14 +51,39 @@ def _sym_decorrelation(w: jax.Array) -> jax.Array:
     return (u * (1.0 / jnp.sqrt(s))) @ u.T @ w
 
 
+def _leading_axes(xt: jax.Array, k: int):
+    """The ``k`` leading left singular vectors ``[d, k]`` and values ``[k]`` of centred ``xt [d, n]``,
+    and the numerical rank of ``xt`` (counted up to ``k`` on the Gram path: all ``fit`` checks).
+
+    With ``n >= d`` from the eigendecomposition of the ``d x d`` Gram matrix (computed on data
+    divided by its largest magnitude), not from an SVD of the whole data; the rank counts the
+    eigenvalues above ``d * eps * 10`` of the largest (the resolution of a float32 eigensolver).
+    Signs make each vector's first entry non-negative (scikit-learn's convention).
+    """
+    dim, n = xt.shape
+    eps = jnp.finfo(jnp.float32).eps
+    if n >= dim:
+        s = jnp.max(jnp.abs(xt))
+        s = jnp.where(s > 0, s, 1.0)
+        xs = xt / s
+        evals, evecs = jnp.linalg.eigh(xs @ xs.T)
+        evals, u = jnp.maximum(evals[::-1][:k], 0.0), evecs[:, ::-1][:, :k]
+        sv = jnp.sqrt(evals) * s
+        rank = jnp.sum(evals > evals[0] * dim * eps * 10)
+    else:
+        u, sv_all, _ = jnp.linalg.svd(xt, full_matrices=False)
+        rank = jnp.sum(sv_all > sv_all[0] * max(xt.shape) * eps * 10)
+        u, sv = u[:, :k], sv_all[:k]
+    return u * jnp.where(u[0] < 0, -1.0, 1.0), sv, rank
+
+
 @partial(jax.jit, static_argnames=("k", "max_iter"))
 def _fastica(key, x, tol, alpha, *, k, max_iter):
     n = x.shape[0]
     mean = jnp.mean(x, axis=0)
     xt = (x - mean).T  # [d, n]
-    u, d, _ = jnp.linalg.svd(xt, full_matrices=False)
-    u = u * jnp.where(u[0] < 0, -1.0, 1.0)
-    kmat = (u / d).T[:k]  # [k, d]
+    u, d, rank = _leading_axes(xt, k)
+    kmat = (u / d).T  # [k, d]
     x1 = (kmat @ xt) * jnp.sqrt(jnp.asarray(n, x.dtype))  # [k, n], white
     w0 = _sym_decorrelation(jax.random.normal(key, (k, k), x.dtype))
 
@@ -77,7 +103,6 @@ def _fastica(key, x, tol, alpha, *, k, max_iter):
     unmix = w @ kmat
     std = jnp.std((x - mean) @ unmix.T, axis=0)
     unmix = unmix / std[:, None]
-    rank = jnp.sum(d > d[0] * max(x.shape) * jnp.finfo(jnp.float32).eps * 10)
     return unmix, jnp.linalg.pinv(unmix), mean, rank, n_iter
 
 
