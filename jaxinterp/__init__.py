@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     # capture and streaming
     "POST_SUFFIX": "jaxinterp.capture",
     "activation_names": "jaxinterp.capture",
+    "intervene": "jaxinterp.capture",
     "UnitStats": "jaxinterp.streaming",
     "apply_in_batches": "jaxinterp.streaming",
     "reduce_spatial": "jaxinterp.streaming",
