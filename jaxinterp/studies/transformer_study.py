@@ -131,7 +131,7 @@ def fit_sae(acts: jax.Array, config: Config, key) -> tuple[object, dict]:
     d = acts.shape[-1]
     n_latents = config.sae_expansion * d
     dirs = jd.fit(jd.sae(n_latents, kind="topk", k=config.sae_k, aux_k=n_latents // 2, aux_coef=1.0,
-                          learning_rate=3e-3,                          dead_window=2 * len(acts)),
+                          learning_rate=3e-3, dead_window=2 * len(acts)),
                   acts, key=key, steps=config.sae_steps, progress=progress_enabled())
     codes = dirs.encode(acts)
     stats = {"explained_variance": float(jd.explained_variance(acts, dirs.decode(codes))),
