@@ -27,6 +27,25 @@ XICA = (_SOURCES @ np.random.default_rng(2).normal(size=(3, 8))
         + 0.01 * np.random.default_rng(3).normal(size=(64, 8))).astype(np.float32)
 
 
+def _saelens_entries():
+    """SAELens export/import: the SAE and the folder come from the registry; paths are the variants."""
+    import tempfile
+
+    from jaxinterp import directions as jd
+
+    sae = jd.fit(jd.sae(8, kind="topk", k=2, steps=4, batch_size=16), X, key=KEY)
+    folder = jd.save_saelens(sae, tempfile.mkdtemp(prefix="battery_saelens_"))
+    return [
+        Entry("jaxinterp.directions.save_saelens",
+              lambda directions: jd.load_saelens(jd.save_saelens(directions, tempfile.mkdtemp())).encode(X),
+              dict(directions=sae), kinds={"directions": "other"}),
+        Entry("jaxinterp.directions.load_saelens", lambda folder: jd.load_saelens(folder).encode(X),
+              dict(folder=folder), kinds={"folder": "other"}),
+        Entry("jaxinterp.directions.saelens_config", lambda folder: jd.saelens_config(folder)["d_sae"],
+              dict(folder=folder), kinds={"folder": "other"}),
+    ]
+
+
 def _fit_entry(kind, make, data, *, minibatch=False, accept=None, rtol=2e-2):
     """``fit(make(), data, key=...)`` (with ``steps`` and ``batch_size`` for minibatch learners)."""
     from jaxinterp import directions as jd
@@ -128,4 +147,4 @@ def _function_entries(jd) -> list[Entry]:
 def entries() -> list[Entry]:
     """This area's registered entries (built on first use: it imports the library)."""
     from jaxinterp import directions as jd
-    return _learner_entries(jd) + _function_entries(jd)
+    return _learner_entries(jd) + _function_entries(jd) + _saelens_entries()

@@ -51,6 +51,8 @@ from jaxinterp.directions.metrics import (
     mse,
 )
 
+from jaxinterp.directions.saelens import load_saelens, save_saelens, saelens_config
+
 __all__ = [
     "Learner", "fit",
     "kmeans", "minibatch_kmeans", "pca", "ica", "nmf", "dictionary", "sae",
@@ -58,6 +60,7 @@ __all__ = [
     "Encoder", "Linear", "ReLU", "TopK", "BatchTopK", "JumpReLU", "NearestCentroid", "CosineCentroid", "NNLS",
     "Lasso",
     "pca_from_moments", "sparse_encode",
+    "save_saelens", "load_saelens", "saelens_config",
     "correlation_matrix", "cosine_matrix", "dead_fraction", "evaluate", "explained_variance", "feature_density",
     "feature_density_histogram", "l0", "matched_correlations", "mcc", "mean_max_cosine", "mse",
 ]
