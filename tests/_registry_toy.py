@@ -44,7 +44,7 @@ def _toy_entries():
         Entry("jaxinterp.toy.collisions_sweep",
               lambda key, n_seeds, hidden_sizes: toy.collisions_sweep(key, _tiny_config(), hidden_sizes,
                                                                      n_seeds)["counts"],
-              dict(key=KEY, n_seeds=2, hidden_sizes=np.array([4.0, 8.0])), kinds={"hidden_sizes": "labels"}),
+              dict(key=KEY, n_seeds=2, hidden_sizes=np.array([4, 8])), kinds={"hidden_sizes": "labels"}),
         Entry("jaxinterp.toy.count_polysemantic", lambda w: toy.count_polysemantic(w), dict(w=TW),
               accept={"w.huge": "huge weights represent no feature: a count of 0 is the answer", "w.rank_up": STACK}),
         Entry("jaxinterp.toy.represents", lambda w: toy.represents(w), dict(w=TW),
@@ -82,8 +82,8 @@ def _toy_entries():
               dict(key=KEY, n_hidden=8, l1=0.5, dt=0.5)),
         Entry("jaxinterp.toy.sparsification_agreement",
               lambda n_hidden, l1: toy.sparsification_agreement(
-                  toy.simulate_sparsification(KEY, 8, 0.5, t_max=5.0), n_hidden, l1),
-              dict(n_hidden=8, l1=0.5)),
+                  toy.simulate_sparsification(KEY, 8, 0.05), n_hidden, l1),
+              dict(n_hidden=8, l1=0.05)),
         Entry("jaxinterp.toy.noise_experiment",
               lambda key, n_features, n_seeds, steps, learning_rate: toy.noise_experiment(
                   key, n_features=n_features, n_hidden=4, sigmas=(0.1,), kinds=("gaussian",), n_seeds=n_seeds,

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxinterp._validation import (check_finite, check_in_range, check_nonempty, check_positive_int, check_rank,
-                                   check_real, check_shape)
+from jaxinterp._validation import (check_finite, check_key, check_nonempty, check_positive_int,
+                                   check_rank, check_real, check_shape)
 from jaxinterp.toy import incidental, training
 
 
@@ -133,10 +133,13 @@ def simulate_sparsification(key: jax.Array, n_hidden: int, l1: float, *, t_max: 
     Returns:
       A ``SparsificationTrace`` starting at ``t = 0``.
     """
+    check_key(key)
     check_positive_int(n_hidden, "n_hidden")
     check_positive_int(record_every, "record_every")
-    check_in_range(l1, "l1", 0.0, np.inf, inclusive=False)
-    t_max = 3.0 / l1 if t_max is None else float(t_max)
+    l1 = check_real(l1, "l1", low=0.0, open_low=True)
+    dt = check_real(dt, "dt", low=0.0, open_low=True)
+    init_scale = check_real(init_scale, "init_scale", low=0.0, open_low=True)
+    t_max = 3.0 / l1 if t_max is None else check_real(t_max, "t_max", low=0.0, open_low=True)
     n_records = max(1, int(round(t_max / (dt * record_every))))
     w0 = jnp.abs(jax.random.normal(key, (n_hidden,), jnp.float32)) * (init_scale / np.sqrt(n_hidden))
 
@@ -174,12 +177,17 @@ def sparsification_agreement(trace: SparsificationTrace, n_hidden: int, l1: floa
       ``t_single`` (first time with one active entry; NaN if never) and
       ``t_single_over_inverse_l1`` (``t_single * l1``).
     """
+    check_positive_int(n_hidden, "n_hidden")
+    check_real(l1, "l1", low=0.0, open_low=True)
     t = np.asarray(trace.t)
     single = np.nonzero(trace.n_active <= 1)[0]
     end = min(single[0] if single.size else t.size, int(np.searchsorted(t, 1.0 / l1, side="right")))
-    window = slice(1, end)
-    ra = trace.n_active[window] / predicted_active(t[window], n_hidden, l1)
-    rl = trace.l1_norm[window] / predicted_l1_norm(t[window], n_hidden, l1)
+    window = slice(1, max(end, 1))
+    if end > 1:
+        ra = trace.n_active[window] / predicted_active(t[window], n_hidden, l1)
+        rl = trace.l1_norm[window] / predicted_l1_norm(t[window], n_hidden, l1)
+    else:    # no time inside the window: the statistics below are NaN
+        ra = rl = np.zeros(0)
     t_single = float(t[single[0]]) if single.size else float("nan")
     stat = lambda f, r: float(f(r)) if r.size else float("nan")
     return {"max_log_ratio_active": stat(np.max, np.abs(np.log(ra))),
