@@ -3,6 +3,7 @@
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("JAXINTERP_COMPILATION_CACHE", "0")  # the test suite does not write to the user's cache
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
