@@ -42,10 +42,17 @@ def _real_array(x, name: str) -> np.ndarray:
 def theory_count(n_features, n_hidden):
     """Expected number of polysemantic neurons ``n^2 / (4 m)`` (numpy; broadcasts over arrays).
 
+    ``n_hidden`` may be any positive real: the closed form is continuous in ``m`` (figures draw
+    it on a grid of widths).
+
     Raises:
-      TypeError / ValueError: ``n_features`` or ``n_hidden`` is not made of positive integers.
+      TypeError / ValueError: ``n_features`` is not made of positive integers, or ``n_hidden``
+        of positive finite numbers.
     """
-    n, m = _counts(n_features, "n_features"), _counts(n_hidden, "n_hidden")
+    n = _counts(n_features, "n_features")
+    m = _real_array(n_hidden, "n_hidden")
+    if isinstance(n_hidden, (bool, np.bool_)) or not np.all(np.isfinite(m)) or np.any(m <= 0):
+        raise ValueError(f"`n_hidden` must hold positive finite numbers; got {n_hidden!r}.")
     return n ** 2 / (4.0 * m)
 
 
