@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from tests._relu_nets import random_relu_net
+from _relu_nets import random_relu_net
 
 RNG = np.random.default_rng(0)
 KEY = jax.random.key(0)

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tests._battery import Entry
-from tests._battery_inputs import *  # noqa: F403 - the shared battery inputs
+from _battery import Entry
+from _battery_inputs import *  # noqa: F403 - the shared battery inputs
 
 EXEMPT: dict[str, str] = {
     "jaxinterp.sharding.enable_compilation_cache": "changes process-wide JAX configuration; its only argument is "

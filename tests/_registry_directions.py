@@ -7,8 +7,8 @@ minibatch learners run a few steps, so the whole area stays within seconds of co
 
 import numpy as np
 
-from tests._battery import Entry
-from tests._battery_inputs import *  # noqa: F403 - the shared battery inputs
+from _battery import Entry
+from _battery_inputs import *  # noqa: F403 - the shared battery inputs
 
 EXEMPT: dict[str, str] = {
     "jaxinterp.directions.unstack": "takes only stacked `Directions` (not array data); a non-stacked or "

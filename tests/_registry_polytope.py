@@ -6,8 +6,8 @@ names the public callables that take no user data, with the reason.
 
 import numpy as np
 
-from tests._battery import Entry
-from tests._battery_inputs import *  # noqa: F403 - the shared battery inputs
+from _battery import Entry
+from _battery_inputs import *  # noqa: F403 - the shared battery inputs
 
 EXEMPT: dict[str, str] = {}
 

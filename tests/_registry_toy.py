@@ -11,8 +11,8 @@ import tempfile
 import jax
 import numpy as np
 
-from tests._battery import Entry
-from tests._battery_inputs import *  # noqa: F403 - the shared battery inputs
+from _battery import Entry
+from _battery_inputs import *  # noqa: F403 - the shared battery inputs
 
 EXEMPT: dict[str, str] = {}
 

@@ -11,9 +11,13 @@ import inspect
 
 import pytest
 
-from tests import (_registry_core, _registry_directions, _registry_interpretability, _registry_midrange,
-                   _registry_polytope, _registry_toy)
-from tests._battery import run_entry
+import _registry_core
+import _registry_directions
+import _registry_interpretability
+import _registry_midrange
+import _registry_polytope
+import _registry_toy
+from _battery import run_entry
 
 REGISTRIES = (_registry_core, _registry_directions, _registry_interpretability, _registry_midrange,
               _registry_polytope, _registry_toy)
