@@ -32,6 +32,7 @@ _SUBPACKAGES = ("capture", "checkpoint", "datasets", "directions", "interpretabi
 _EXPORTS: dict[str, str] = {
     # capture and streaming
     "POST_SUFFIX": "jaxinterp.capture",
+    "JaxinterpWarning": "jaxinterp._warnings",
     "activation_names": "jaxinterp.capture",
     "intervene": "jaxinterp.capture",
     "UnitStats": "jaxinterp.streaming",

@@ -37,6 +37,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxinterp._warnings import CheckpointFallbackWarning
+
 __all__ = ["CheckpointError", "describe", "exists", "fingerprint", "load_pytree", "previous_path",
            "read_metadata", "save_pytree"]
 
@@ -188,7 +190,7 @@ def _read_newest_usable(path: str | os.PathLike) -> tuple[Path, dict, dict[str, 
             continue
         if candidate != path:
             warnings.warn(f"{errors[0]}; resuming from the previous checkpoint {candidate} instead.",
-                          RuntimeWarning, stacklevel=3)
+                          CheckpointFallbackWarning, stacklevel=3)
         return candidate, meta, arrays
     raise CheckpointError("no usable checkpoint: " + "; ".join(errors)
                           + ". Delete these files to start afresh.")
@@ -203,7 +205,7 @@ def load_pytree(path: str | os.PathLike, like: Any | Callable[[dict], Any]) -> t
     """Read the newest usable checkpoint at ``path`` back into the structure of ``like``.
 
     The checkpoint at ``path`` is verified against its checksums; if it is unusable a
-    ``RuntimeWarning`` names it and ``previous_path(path)`` is read instead.
+    ``CheckpointFallbackWarning`` (a ``RuntimeWarning``) names it and ``previous_path(path)`` is read instead.
 
     Args:
       path: checkpoint file.

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp._validation import check_positive_int
+from jaxinterp._warnings import AffinityWarning
 from jaxinterp.capture.interpreter import sub_jaxprs
 from jaxinterp.polytope.codes import pack_bits, positive
 from jaxinterp.polytope.network import (MAXPOOL_SUFFIX, CodeLayout, Preactivations, as_preactivations, layout_of,
@@ -329,7 +330,7 @@ def _verify(walk: LineWalk, pre: Preactivations, x: jax.Array, check: str) -> No
                f"cause: {likely_cause(pre, x)}.")
     if check == "raise":
         raise ValueError(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    warnings.warn(message, AffinityWarning, stacklevel=3)
 
 
 def exact_walk(fn: Callable | Preactivations, x0, x1, *, max_crossings: int = 1024, tol: float = 1e-9,
@@ -358,7 +359,7 @@ def exact_walk(fn: Callable | Preactivations, x0, x1, *, max_crossings: int = 10
       promote: True evaluates every floating value of ``fn`` in float64 (explicit float32 casts
         included); False never; None (default) only when tracing in float64 fails on mixed dtypes.
       affine_tol: largest ``affine_error`` accepted (relative to the units' scale).
-      check: what a path above ``affine_tol`` does: ``"warn"`` (a RuntimeWarning naming the
+      check: what a path above ``affine_tol`` does: ``"warn"`` (an ``AffinityWarning``, a RuntimeWarning, naming the
         likely cause; the path is in ``LineWalk.flagged``), ``"raise"`` (ValueError) or ``"off"``.
 
     Returns:

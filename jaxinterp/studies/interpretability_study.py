@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinterp._warnings import CircularSimilarityWarning
 from jaxinterp import datasets, models
 from jaxinterp import directions as jd
 from jaxinterp import interpretability as interp
@@ -70,10 +71,6 @@ BASELINE = "random"
 AT_MOST_D = ("pca", "ica")
 #: The authors' normalisation floor (rows with a smaller norm are divided by it).
 NORM_FLOOR = 1e-6
-
-
-class CircularSimilarityWarning(UserWarning):
-    """A deep-feature similarity computed by the very network whose units it judges."""
 
 
 @dataclasses.dataclass(frozen=True)
