@@ -6,13 +6,15 @@ Every benchmark script times ours and a baseline side by side in one process run
     {"benchmark", "device", "jax_version", "params",
      "rows": [{"case", "ours_s", "baseline", "baseline_s", "speedup", "note", ...}]}
 
-with ``speedup = baseline_s / ours_s`` (above 1: we are faster).
+with ``speedup = baseline_s / ours_s`` (above 1: we are faster). Runs on an accelerator
+(``benchmarks/device.py``) add ``device_kind`` and are written as ``<name>_<device kind>.json``.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -62,6 +64,24 @@ def device_description() -> str:
     return f"{dev.platform}:{kind} x{jax.device_count()} ({platform.processor() or platform.machine()})"
 
 
+def device_kind() -> str:
+    """The default JAX device's kind as a file-name slug, e.g. ``cpu``, ``nvidia_h100_80gb_hbm3``, ``tpu_v5_lite``."""
+    dev = jax.devices()[0]
+    kind = str(getattr(dev, "device_kind", "") or dev.platform)
+    return re.sub(r"[^a-z0-9]+", "_", kind.lower()).strip("_") or dev.platform
+
+
+def toy_step_flops(n_features: int, n_hidden: int, instances: int) -> float:
+    """Matmul FLOPs of one closed-form incidental-model step: ``W W^T`` and ``D W``, ``4 n^2 m`` per instance."""
+    return 4.0 * n_features * n_features * n_hidden * instances
+
+
+def sae_step_flops(batch: int, d: int, m: int) -> float:
+    """Matmul FLOPs of one SAE training step: encoder forward and weight gradient (``2 x 2bdm``),
+    decoder forward, weight and input gradients (``3 x 2bdm``): ``10 b d m``."""
+    return 10.0 * batch * d * m
+
+
 def measured_matmul_flops(n: int = 1024, dtype=jnp.float32, repeats: int = 5) -> float:
     """The machine's measured matmul peak (FLOP/s) for an ``n x n`` jitted float32 matmul."""
     a = jax.random.normal(jax.random.key(0), (n, n), dtype)
@@ -78,12 +98,26 @@ def row(case: str, ours_s: float, baseline: str, baseline_s: float | None, note:
             "speedup": speedup, "note": note, **extra}
 
 
-def write_results(name: str, params: dict, rows: list[dict]) -> Path:
-    """Print a table of ``rows`` and write ``benchmarks/results/{name}.json``; return the path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+def write_results(name: str, params: dict, rows: list[dict], *, out_dir: str | Path | None = None,
+                  per_device: bool = False) -> Path:
+    """Print a table of ``rows`` and write ``{out_dir}/{name}.json``; return the path.
+
+    Args:
+      name: the benchmark's name.
+      params: the run's settings (sizes, measured peak, versions).
+      rows: from ``row``.
+      out_dir: folder to write to (default ``benchmarks/results``).
+      per_device: add ``device_kind`` to the JSON and write ``{name}_{device_kind}.json``, so runs
+        on different accelerators sit side by side.
+    """
+    out = RESULTS_DIR if out_dir is None else Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "device": device_description(), "jax_version": jax.__version__,
                "params": params, "rows": rows}
-    path = RESULTS_DIR / f"{name}.json"
+    if per_device:
+        payload["device_kind"] = device_kind()
+        name = f"{name}_{device_kind()}"
+    path = out / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
     print(f"{'case':44s} {'ours_s':>10s} {'baseline':>22s} {'baseline_s':>10s} {'speedup':>8s}")
     for r in rows:
