@@ -92,9 +92,9 @@ def run_chunks(run_chunk: Callable[[State, int, int], State], state: State, *, s
         raise TypeError(f"`run_chunk` must be callable; got {type(run_chunk).__name__}.")
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from jaxinterp._progress import progress_bar
 
-        bar = tqdm(total=steps, initial=start, desc=desc, unit="step", leave=False)
+        bar = progress_bar(total=steps, initial=start, desc=desc, unit="step", leave=False)
     done = start
     try:
         for n in chunk_sizes(steps, start, chunk_size):

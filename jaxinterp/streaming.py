@@ -22,6 +22,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxinterp._display import (array_summary, is_concrete, number, numbers_summary, summary_html, summary_repr,
+                                summary_treescope)
 from jaxinterp._validation import check_finite, check_nonempty, check_positive_int
 
 Activations = Mapping[str, jax.Array]
@@ -66,6 +69,30 @@ class UnitStats(NamedTuple):
     def std(self) -> np.ndarray:
         """``[*unit_shape]`` population standard deviation."""
         return np.sqrt(self.var)
+
+    def _summary(self) -> list[tuple[str, str | None]]:
+        """Inputs seen, unit shape, top-k and quantile sizes, and the spread of means and ranges."""
+        k = None if self.top_values is None else str(self.top_values.shape[-1])
+        levels = None if self.quantile_levels is None else (
+            "(" + ", ".join(number(v, "g") or array_summary(v) for v in self.quantile_levels) + ")")
+        return [("count", number(self.count) or array_summary(self.count)),
+                ("unit_shape", str(tuple(int(d) for d in np.shape(self.mean)))),
+                ("means", numbers_summary(self.mean) or array_summary(self.mean)),
+                ("min", _extreme(self.min, np.min)), ("max", _extreme(self.max, np.max)),
+                ("top_k", k), ("quantile_levels", levels)]
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+    __treescope_repr__ = summary_treescope
+
+
+def _extreme(x: Any, reduce: Callable) -> str | None:
+    """The smallest (``np.min``) or largest (``np.max``) value over units, or its shape under ``jit``."""
+    if x is None:
+        return None
+    if not is_concrete(x) or np.size(x) == 0:
+        return array_summary(x)
+    return number(reduce(np.asarray(x)))
 
 
 class _Moments(NamedTuple):
@@ -244,9 +271,9 @@ def _activation_shapes(fn: Callable, data: Any, batch_size: int) -> dict[str, An
 def _run_pass(step_fn: Callable, state: Any, data: Any, n: int, batch_size: int, progress: bool, desc: str) -> Any:
     it = _batches(n, batch_size)
     if progress:
-        from tqdm.auto import tqdm  # imported on use: tqdm is slow to import
+        from jaxinterp._progress import progress_bar  # tqdm is imported on use: it is slow to import
 
-        it = tqdm(list(it), desc=desc, leave=False)
+        it = progress_bar(list(it), desc=desc, leave=False)
     for start, size in it:
         batch = _padded(data, start, size, batch_size)
         idx = jnp.arange(start, start + batch_size, dtype=jnp.int32)

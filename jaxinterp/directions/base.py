@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinterp._display import array_summary, number, summary_html, summary_repr, summary_treescope
 from jaxinterp._validation import (
     check_finite,
     check_floating,
@@ -139,6 +140,34 @@ class Directions:
     def replace(self, **changes: Any) -> Directions:
         """A copy with some fields replaced."""
         return dataclasses.replace(self, **changes)
+
+    def _summary(self) -> list[tuple[str, str | None]]:
+        """Method, sizes, encoder, component shape and the first scalar diagnostics (safe under jit)."""
+        lead = tuple(self.components.shape[:-2])
+        fields = [("method", repr(self.method)), ("stacked", str(lead) if lead else None),
+                  ("k", str(self.n_directions)), ("d", str(self.dim)), ("encoder", _encoder_text(self.encoder)),
+                  ("components", array_summary(self.components))]
+        info = list(self.info.items())
+        for key, value in info[:_INFO_SHOWN]:
+            fields.append((str(key), number(value) or array_summary(value)))
+        if len(info) > _INFO_SHOWN:
+            fields.append(("info", f"+{len(info) - _INFO_SHOWN} more"))
+        return fields
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+    __treescope_repr__ = summary_treescope
+
+
+#: diagnostics of ``info`` shown in a ``Directions`` summary
+_INFO_SHOWN = 3
+
+
+def _encoder_text(encoder: Encoder) -> str:
+    """``TopK(k=4)``: the encoder's type and its static settings (its arrays are not shown)."""
+    static = [f"{f.name}={getattr(encoder, f.name)!r}" for f in dataclasses.fields(encoder)
+              if f.metadata.get("static")] if dataclasses.is_dataclass(encoder) else []
+    return f"{type(encoder).__name__}({', '.join(static)})"
 
 
 jax.tree_util.register_dataclass(Directions)

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinterp._display import array_summary, numbers_summary, summary_html, summary_repr, summary_treescope
 from jaxinterp._validation import (
     check_finite,
     check_floating,
@@ -60,6 +61,16 @@ class Exemplars(NamedTuple):
     bottom_indices: np.ndarray
     bottom_values: np.ndarray
 
+    def _summary(self) -> list[tuple[str, str | None]]:
+        units, k = (np.shape(self.top_indices) + (None, None))[:2]
+        return [("units", str(units)), ("k", str(k)),
+                ("top_values", numbers_summary(self.top_values) or array_summary(self.top_values)),
+                ("bottom_values", numbers_summary(self.bottom_values) or array_summary(self.bottom_values))]
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+    __treescope_repr__ = summary_treescope
+
 
 class TwoAFCStimuli(NamedTuple):
     """Queries and references of the 2AFC task, for every unit.
@@ -80,6 +91,15 @@ class TwoAFCStimuli(NamedTuple):
     references: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+
+    def _summary(self) -> list[tuple[str, str | None]]:
+        units, _, trials, refs = (np.shape(self.references) + (None,) * 4)[:4]
+        return [("units", str(units)), ("trials", str(trials)), ("refs", str(refs)),
+                ("queries", array_summary(self.queries)), ("references", array_summary(self.references))]
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+    __treescope_repr__ = summary_treescope
 
 
 def as_float_array(x, name: str, dtype=np.float32) -> np.ndarray:
@@ -516,9 +536,9 @@ def _stream_select(response_fn: ResponseFn, data: Any, n: int, batch_size: int, 
              jnp.full((units,), -jnp.inf))
     it = list(_batches(n, batch_size))[:: -1 if reverse else 1]
     if progress:
-        from tqdm.auto import tqdm
+        from jaxinterp._progress import progress_bar
 
-        it = tqdm(it, desc="exemplars", leave=False)
+        it = progress_bar(it, desc="exemplars", leave=False)
     flip = (lambda x: x[::-1]) if reverse else (lambda x: x)
     for start, size in it:
         batch = jax.tree_util.tree_map(flip, _padded(data, start, size, batch_size))

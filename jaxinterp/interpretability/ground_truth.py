@@ -15,7 +15,7 @@ import numpy as np
 from jaxinterp._validation import check_finite, check_in_range, check_nonnegative, check_positive_int, check_rank
 from jaxinterp.interpretability.index import interpretability_index
 from jaxinterp.interpretability.psychophysics import psychophysics
-from jaxinterp.interpretability.similarity import Similarity
+from jaxinterp.interpretability.similarity import Similarity, as_similarity
 from jaxinterp.interpretability.validation import roc_auc
 
 
@@ -118,7 +118,7 @@ class GroundTruthReport(NamedTuple):
     units: PlantedUnits
 
 
-def ground_truth_validation(units: PlantedUnits, items, similarity: Similarity, *, k: int = 5,
+def ground_truth_validation(units: PlantedUnits, items, similarity: Similarity | str, *, k: int = 5,
                             q: float = 0.0, test_units: PlantedUnits | None = None,
                             test_items=None) -> GroundTruthReport:
     """Score planted units with the II and the 2AFC and report how well each separates them.
@@ -126,13 +126,14 @@ def ground_truth_validation(units: PlantedUnits, items, similarity: Similarity, 
     Args:
       units: from ``planted_units``; the II is computed on them.
       items: ``[n, ...]`` the inputs as the similarity sees them.
-      similarity: the similarity both scores use.
+      similarity: the similarity both scores use (a ``Similarity`` or a built-in's name, ``"pixel"``).
       k: exemplars of the II.
       q: difficulty quantile of the 2AFC.
       test_units, test_items: the same units on held-out inputs, for the 2AFC (the authors
         compute the II on the training split and the 2AFC on the test split); None scores the
         2AFC on ``units`` and ``items``.
     """
+    similarity = as_similarity(similarity)
     if (test_units is None) != (test_items is None):
         raise ValueError("`test_units` and `test_items` must be given together.")
     if test_units is not None and test_units.acts.shape[1] != units.acts.shape[1]:

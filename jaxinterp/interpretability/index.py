@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinterp._display import array_summary, numbers_summary, summary_html, summary_repr, summary_treescope
 from jaxinterp._validation import check_nonempty, check_positive_int, check_rank
 from jaxinterp.interpretability.exemplars import as_compute_array, paper_top_indices
 from jaxinterp.interpretability.similarity import (
@@ -48,6 +49,15 @@ class IndexResult(NamedTuple):
 
     scores: np.ndarray
     top_indices: np.ndarray
+
+    def _summary(self) -> list[tuple[str, str | None]]:
+        units, k = (np.shape(self.top_indices) + (None, None))[:2]
+        return [("units", str(units)), ("k", str(k)),
+                ("scores", numbers_summary(self.scores) or array_summary(self.scores))]
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+    __treescope_repr__ = summary_treescope
 
 
 def index_from_embeddings(embeddings: Array, similarity: Similarity | str, *, include_self_pairs: bool = True,
@@ -134,7 +144,7 @@ def interpretability_index(acts, items, similarity: Similarity | str, *, k: int 
         (float16/bfloat16 are ranked in float32).
       items: ``[n, ...]`` the inputs as the similarity sees them (same ``n``).
       similarity: e.g. ``pixel_l2()``, ``flax_deep_feature(model, params)``, or a built-in's name
-        (``"pixel_l2"``, ``"mean_colour_l2"``).
+        (``"pixel"``, ``"mean_colour"``; see ``similarity.NAMED``).
       k: number of top exemplars compared (the paper's default is 5), ``2 <= k <= n``.
       include_self_pairs: average all ``k x k`` pairs, the self-pairs included (default, as the
         authors; ``(k-1)/k`` of the distinct-pair mean for distances), or the distinct pairs.

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinterp._display import array_summary, numbers_summary, summary_html, summary_repr, summary_treescope
 from jaxinterp._validation import check_positive_int, check_rank
 from jaxinterp.interpretability.exemplars import (
     N_REFS,
@@ -63,6 +64,16 @@ class TwoAFCResult(NamedTuple):
     scores: np.ndarray
     trial_probs: np.ndarray
     stimuli: TwoAFCStimuli
+
+    def _summary(self) -> list[tuple[str, str | None]]:
+        units, trials = (np.shape(self.trial_probs) + (None, None))[:2]
+        refs = np.shape(self.stimuli.references)[-1] if self.stimuli is not None else None
+        return [("units", str(units)), ("trials", str(trials)), ("refs", None if refs is None else str(refs)),
+                ("scores", numbers_summary(self.scores) or array_summary(self.scores))]
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+    __treescope_repr__ = summary_treescope
 
 
 def _trial_probs_one(q: Array, r: Array, similarity: Similarity, zscore: str) -> Array:
@@ -225,7 +236,7 @@ def psychophysics(acts, items, similarity: Similarity | str, *, q: float = 0.0, 
         (800 for the defaults; ``"ranked"``: at least 400) inside each unit's ``[q, 1-q]``
         quantile range. float16/bfloat16 are computed in float32 (float64 for the quantiles).
       items: ``[n, ...]`` the inputs as the similarity sees them (finite).
-      similarity: a ``Similarity`` or a built-in's name (``"pixel_l2"``, ``"mean_colour_l2"``).
+      similarity: a ``Similarity`` or a built-in's name (``"pixel"``, ``"mean_colour"``; see ``similarity.NAMED``).
       q: difficulty quantile (0: extremes; 0.25: the harder task).
       protocol: ``"paper"`` (Klindt et al.'s construction, the default) or ``"ranked"``; see
         ``two_afc_stimuli``.

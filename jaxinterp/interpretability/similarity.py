@@ -86,21 +86,31 @@ def mean_colour_l2() -> Similarity:
     return Similarity("mean_colour_l2", _mean_colour, neg_euclidean, 0.0)
 
 
-#: similarities that take no arguments, accepted by name wherever a ``Similarity`` is
-NAMED = {"pixel_l2": pixel_l2, "mean_colour_l2": mean_colour_l2}
+#: similarities that take no arguments, accepted by name wherever a ``Similarity`` is (short
+#: aliases included: ``"pixel"``, ``"mean_colour"``, ``"mean_color"``)
+NAMED = {"pixel_l2": pixel_l2, "pixel": pixel_l2, "mean_colour_l2": mean_colour_l2, "mean_colour": mean_colour_l2,
+         "mean_color_l2": mean_colour_l2, "mean_color": mean_colour_l2}
 
 
 def as_similarity(similarity: Similarity | str, name: str = "similarity") -> Similarity:
-    """``similarity`` itself, or the built-in one of that name (``"pixel_l2"``, ``"mean_colour_l2"``).
+    """``similarity`` itself, or the built-in one of that name (a key of ``NAMED``, e.g. ``"pixel"``).
 
-    Raises KeyError for an unknown name (listing the known ones) and TypeError for anything else.
+    Args:
+      similarity: a ``Similarity`` or a name in ``NAMED``.
+      name: the argument's name in error messages.
+
+    Raises:
+      KeyError: an unknown name (the message lists the known names, and how to build the
+        similarities that need arguments).
+      TypeError: anything that is neither a ``Similarity`` nor a string.
     """
     if isinstance(similarity, Similarity):
         return similarity
     if isinstance(similarity, str):
         if similarity not in NAMED:
-            raise KeyError(f"`{name}`: unknown similarity {similarity!r}; known by name: {sorted(NAMED)} (or pass "
-                           f"a Similarity such as label_agreement(n) or flax_deep_feature(model, params)).")
+            raise KeyError(f"`{name}`: unknown similarity {similarity!r}; known by name: {', '.join(sorted(NAMED))} "
+                           f"(or pass a Similarity such as label_agreement(n_classes), deep_feature(features_fn) "
+                           f"or flax_deep_feature(model, params)).")
         return NAMED[similarity]()
     raise TypeError(f"`{name}` must be a Similarity or one of {sorted(NAMED)}; got {type(similarity).__name__}.")
 

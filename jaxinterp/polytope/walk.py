@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinterp._display import (array_summary, is_concrete, number, numbers_summary, summary_html, summary_repr,
+                                summary_treescope)
 from jaxinterp._validation import check_positive_int
 from jaxinterp._warnings import AffinityWarning
 from jaxinterp.capture.interpreter import sub_jaxprs
@@ -157,6 +159,24 @@ class LineWalk:
         np.add.at(out, (np.repeat(np.arange(pos.shape[0]), pos.shape[1]), idx.reshape(-1)),
                   np.asarray(self.n_flips).reshape(-1))
         return out
+
+    def _summary(self) -> list[tuple[str, str | None]]:
+        """Paths, layers and units, crossings and regions per path, and the reliability flags."""
+        concrete = all(is_concrete(a) for a in (self.n_crossings, self.n_flips, self.truncated, self.affine_error))
+        fields = [("paths", str(self.n_crossings.shape[0]) if self.n_crossings.ndim else "1"),
+                  ("layers", str(self.layout.n_layers)), ("units", str(self.layout.n_units)),
+                  ("max_crossings", str(self.positions.shape[-1]))]
+        if not concrete:
+            return fields + [("positions", array_summary(self.positions))]
+        return fields + [("crossings", numbers_summary(self.n_crossings)),
+                         ("unit_flips", numbers_summary(self.n_boundaries)),
+                         ("truncated", str(int(np.sum(self.truncated)))),
+                         ("flagged", str(int(np.sum(self.flagged)))),
+                         ("max_affine_error", number(np.max(np.asarray(self.affine_error), initial=0.0)))]
+
+    __repr__ = summary_repr
+    _repr_html_ = summary_html
+    __treescope_repr__ = summary_treescope
 
 
 def window_argmax(layout: CodeLayout) -> Callable[[jax.Array], jax.Array]:
