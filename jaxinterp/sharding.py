@@ -4,7 +4,10 @@ Independent instances (toy models over many seeds, a batch of inputs) parallelis
 put the leading axis of every array on a one-dimensional ``jax.sharding.Mesh`` and let ``jit``
 partition the computation. The same code then runs on one CPU, on 8 forced CPU devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count=8``), on the 8 chips of a TPU host or on
-several GPUs; multi-host pods only add ``jax.distributed.initialize()``.
+several GPUs. Across processes (a TPU pod, a GPU cluster, ``python -m jaxinterp.launch -n 2``) the
+same helpers work after ``jaxinterp.distributed.initialize()``: the default mesh then spans the
+devices of every process, ``shard_leading`` / ``replicate`` place each process's copy of a host
+value on its own devices, and ``unpad_leading`` / ``gather`` bring results back to every host.
 
 Example::
 
@@ -32,20 +35,25 @@ from jaxinterp._validation import check_positive_int
 DEFAULT_AXIS = "instances"
 
 __all__ = ["DEFAULT_AXIS", "leading_axis_mesh", "leading_sharding", "replicated", "padded_size", "pad_leading",
-           "unpad_leading", "shard_leading", "replicate", "CACHE_ENV", "default_cache_dir", "enable_compilation_cache"]
+           "unpad_leading", "shard_leading", "replicate", "put", "gather", "CACHE_ENV", "default_cache_dir",
+           "enable_compilation_cache"]
 
 
 def leading_axis_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = DEFAULT_AXIS) -> Mesh:
     """A one-dimensional mesh over ``devices`` (default: all of ``jax.devices()``).
 
     Args:
-      devices: the devices to use, in order; default every device of the default backend.
+      devices: the devices to use, in order; default every device of the default backend, of
+        every process, ordered by process and then device id (so each process holds one
+        contiguous block of the axis).
       axis_name: the mesh axis name used in partition specs.
 
     Returns:
       A ``jax.sharding.Mesh`` with one axis of size ``len(devices)``.
     """
-    devices = list(jax.devices() if devices is None else devices)
+    if devices is None:
+        devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    devices = list(devices)
     if not devices:
         raise ValueError("`devices` must hold at least one device.")
     return Mesh(np.asarray(devices, dtype=object), (axis_name,))
@@ -113,8 +121,15 @@ def pad_leading(tree: Any, multiple: int) -> tuple[Any, int]:
 
 
 def unpad_leading(tree: Any, n: int) -> Any:
-    """Keep the first ``n`` entries of axis 0 of every leaf (inverse of ``pad_leading``)."""
+    """Keep the first ``n`` entries of axis 0 of every leaf (inverse of ``pad_leading``).
+
+    Leaves spread over the devices of several processes are first gathered to every host
+    (``gather``; a collective, so every process must make the same call); the others keep
+    their placement.
+    """
     n = check_positive_int(n, "n")
+    if any(_spans_processes(x) for x in jax.tree_util.tree_leaves(tree)):
+        tree = gather(tree)
     return jax.tree_util.tree_map(lambda x: x[:n], tree)
 
 
@@ -135,13 +150,99 @@ def shard_leading(tree: Any, mesh: Mesh | None = None) -> Any:
         raise ValueError(
             f"leading axis length {n} does not divide over {mesh.size} devices; "
             f"pad it first with pad_leading(tree, {mesh.size}).")
-    return jax.tree_util.tree_map(lambda x: jax.device_put(x, leading_sharding(mesh, np.ndim(x))), tree)
+    return jax.tree_util.tree_map(lambda x: put(x, leading_sharding(mesh, np.ndim(x))), tree)
 
 
 def replicate(tree: Any, mesh: Mesh | None = None) -> Any:
-    """Place a full copy of every leaf of ``tree`` on each device of ``mesh``."""
+    """Place a full copy of every leaf of ``tree`` on each device of ``mesh``.
+
+    When ``mesh`` spans several processes, process 0's value is broadcast to all of them
+    first (a collective), so the copies agree even if the processes computed slightly
+    different values.
+    """
     mesh = leading_axis_mesh() if mesh is None else mesh
-    return jax.device_put(tree, replicated(mesh))
+    sharding = replicated(mesh)
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+    from jax.experimental import multihost_utils
+
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    impls = [jax.random.key_impl(x) if _is_typed_key(x) else None for x in leaves]
+    data = [jax.random.key_data(x) if impl is not None else x for x, impl in zip(leaves, impls)]
+    data = multihost_utils.broadcast_one_to_all([np.asarray(gather(x)) for x in data])
+    placed = [put(x, sharding) for x in data]
+    placed = [jax.random.wrap_key_data(x, impl=impl) if impl is not None else x for x, impl in zip(placed, impls)]
+    return jax.tree_util.tree_unflatten(treedef, placed)
+
+
+# ----------------------------------------------------------------- several processes
+
+
+def _is_typed_key(x) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _spans_processes(x) -> bool:
+    return isinstance(x, jax.Array) and not x.is_fully_addressable
+
+
+def _with_trailing_axis(sharding: NamedSharding, ndim: int) -> NamedSharding:
+    """The sharding of ``key_data`` of keys sharded by ``sharding``: one more, unsplit axis."""
+    spec = tuple(sharding.spec) + (None,) * (ndim - len(sharding.spec))
+    return NamedSharding(sharding.mesh, PartitionSpec(*spec, None))
+
+
+def put(x: Any, sharding: NamedSharding) -> jax.Array:
+    """``jax.device_put(x, sharding)`` that also works when ``sharding`` spans several processes.
+
+    Across processes, every process passes the same host value (numpy array, local jax array,
+    typed PRNG keys) and each copies only the slices that live on its own devices
+    (``jax.make_array_from_callback``); nothing is sent between processes. An array already
+    spread over the same devices is resharded by XLA.
+
+    Args:
+      x: an array (or typed keys) with the full global shape.
+      sharding: the target ``NamedSharding``.
+
+    Returns:
+      A ``jax.Array`` with that sharding.
+    """
+    if sharding.is_fully_addressable or _spans_processes(x):
+        return jax.device_put(x, sharding)
+    if _is_typed_key(x):
+        data = put(jax.random.key_data(x), _with_trailing_axis(sharding, x.ndim))
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def gather(tree: Any) -> Any:
+    """Every leaf of ``tree`` as a whole host copy, on every process.
+
+    Leaves spread over several processes are all-gathered (a collective: every process must
+    call ``gather`` on the same arrays in the same order); fully replicated leaves are read from
+    a local copy; local arrays are copied to the host. Typed PRNG keys come back as local key
+    arrays, everything else as numpy arrays.
+
+    Args:
+      tree: a pytree of arrays.
+
+    Returns:
+      The same pytree with host (numpy) leaves.
+    """
+    return jax.tree_util.tree_map(_gather_leaf, tree)
+
+
+def _gather_leaf(x):
+    if _is_typed_key(x):
+        return jax.random.wrap_key_data(_gather_leaf(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    if not _spans_processes(x):
+        return np.asarray(jax.device_get(x))
+    if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 # ----------------------------------------------------------------- persistent compilation cache

@@ -18,6 +18,13 @@ one ``update``; minibatch learners run jitted ``lax.scan`` chunks through ``jaxi
 minibatches drawn inside the scan from an in-memory array, gathered on the host from a memmap,
 or taken in order from an iterable of batches; progress bars and checkpoints happen between
 chunks.
+
+With ``mesh=`` (a one-axis mesh, e.g. ``jaxinterp.distributed.global_mesh()``) minibatch learners
+train data-parallel: every minibatch is split over the mesh's devices, possibly in several
+processes; each process reads only its own rows of each minibatch (from the array or memmap
+by index, or as the batches its own iterable yields), the state is replicated, and XLA
+all-reduces the gradients and statistics. The minibatches are the same as without a mesh, so
+the result differs only by the order of floating-point sums.
 """
 
 from __future__ import annotations
@@ -34,7 +41,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
 from jaxinterp import checkpoint as ckpt
+from jaxinterp import sharding
 from jaxinterp._validation import check_finite, check_key, check_positive_int, is_concrete
 from jaxinterp.directions.base import Directions, compute_dtype, validate_data
 from jaxinterp.loop import run_chunks
@@ -96,7 +106,7 @@ def static(fn: Callable, **settings) -> Static:
 
 def fit(learner: Learner, data, *, key: jax.Array, steps: int | None = None, batch_size: int | None = None,
         chunk_size: int = 500, progress: bool = False, checkpoint_path: str | os.PathLike | None = None,
-        init_rows: int = 65_536) -> Directions:
+        init_rows: int = 65_536, mesh: Mesh | None = None) -> Directions:
     """Run ``learner`` on ``data`` and return its ``Directions``.
 
     Args:
@@ -118,8 +128,13 @@ def fit(learner: Learner, data, *, key: jax.Array, steps: int | None = None, bat
       progress: show a tqdm bar.
       checkpoint_path: write the state there after every chunk and resume from it when it
         exists and belongs to the same run (learner, hyperparameters, key, steps, data shape);
-        a checkpoint of another run is an error.
+        a checkpoint of another run is an error. The checkpoint is a host copy written by
+        process 0, the same with or without ``mesh``: a run resumes on any mesh.
       init_rows: rows of a memmap read (a random subset) for ``init``.
+      mesh: train a minibatch learner data-parallel over this one-axis mesh (see the module
+        docstring); ``batch_size`` must divide by its size. Every process passes the same
+        array / memmap, or an iterable of its own rows ``jaxinterp.distributed.local_rows(b)``
+        of each global batch ``[b, d]``. Not for full-batch learners.
 
     Returns:
       ``Directions``. Under ``jax.vmap`` over a numeric hyperparameter or the key, stacked
@@ -130,16 +145,17 @@ def fit(learner: Learner, data, *, key: jax.Array, steps: int | None = None, bat
     key = check_key(key, "key")
     check_positive_int(chunk_size, "chunk_size")
     if learner.full_batch:
-        for value, name in ((steps, "steps"), (batch_size, "batch_size")):
+        for value, name in ((steps, "steps"), (batch_size, "batch_size"), (mesh, "mesh")):
             if value is not None:
                 raise ValueError(f"`{name}` does not apply to the full-batch learner {learner.name!r}; leave it None.")
         return _fit_full(learner, data, key, progress, checkpoint_path)
     batch_size = check_positive_int(learner.batch_size if batch_size is None else batch_size, "batch_size")
+    _check_mesh(mesh, batch_size if _is_array(data) else None)
     k_init, k_batches = jax.random.split(key)
     if _is_array(data):
-        source = _ArraySource(data, k_batches, batch_size, init_rows)
+        source = _ArraySource(data, k_batches, batch_size, init_rows, mesh)
     elif isinstance(data, Iterable) and not isinstance(data, (str, bytes, dict)):
-        source = _IterableSource(data)
+        source = _IterableSource(data, mesh)
     else:
         raise TypeError(f"`data` must be an array [n, d], a numpy memmap or an iterable of [b, d] batches; "
                         f"got {type(data).__name__}.")
@@ -149,11 +165,28 @@ def fit(learner: Learner, data, *, key: jax.Array, steps: int | None = None, bat
     state = learner.init(k_init, source.sample)
     fp = _fingerprint(learner, key, steps, batch_size, source.shape)
     state, done = _resume(checkpoint_path, fp, state)
+    if mesh is not None:
+        if not all(is_concrete(leaf) for leaf in jax.tree_util.tree_leaves(state)):
+            raise ValueError("`mesh` cannot be used under jit or vmap (the state is traced); run fit unwrapped.")
+        state = sharding.replicate(state, mesh)
     source.skip(done)
     after = None if checkpoint_path is None else partial(_save, checkpoint_path, fp)
     state = run_chunks(partial(source.run_chunk, learner.update), state, steps=steps, chunk_size=chunk_size,
                        start=done, progress=progress, desc=learner.name, after_chunk=after)
+    if mesh is not None:    # every process gets the same local Directions
+        state = jax.tree_util.tree_map(jnp.asarray, sharding.gather(state))
     return learner.finalize(state)
+
+
+def _check_mesh(mesh, batch_size) -> None:
+    """A one-axis ``Mesh`` (or None) over which ``batch_size`` (when known) divides evenly."""
+    if mesh is None:
+        return
+    if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
+        raise TypeError(f"`mesh` must be a one-axis jax.sharding.Mesh (jaxinterp.distributed.global_mesh()); "
+                        f"got {mesh!r}.")
+    if batch_size is not None and batch_size % mesh.size:
+        raise ValueError(f"`batch_size` ({batch_size}) must divide over the {mesh.size} devices of `mesh`.")
 
 
 def _fit_full(learner: Learner, data, key, progress, checkpoint_path) -> Directions:
@@ -174,12 +207,18 @@ def _fit_full(learner: Learner, data, key, progress, checkpoint_path) -> Directi
 
 
 class _ArraySource:
-    """Minibatches sampled with replacement from the rows of an array (in memory or memmapped)."""
+    """Minibatches sampled with replacement from the rows of an array (in memory or memmapped).
 
-    def __init__(self, data, key, batch_size, init_rows):
-        self.key, self.batch_size = key, batch_size
-        self.host = isinstance(data, np.memmap)
-        if self.host:
+    In memory and without a mesh the rows are drawn inside the compiled scan. A memmap, or any
+    array with a mesh, is read on the host: the same row indices, gathered chunk by chunk, each
+    process reading only the rows its devices hold.
+    """
+
+    def __init__(self, data, key, batch_size, init_rows, mesh):
+        self.key, self.batch_size, self.mesh = key, batch_size, mesh
+        memmap = isinstance(data, np.memmap)
+        self.host = memmap or mesh is not None
+        if memmap:
             validate_data(data[:1], "data")
             self.data = data
             n = data.shape[0]
@@ -187,6 +226,10 @@ class _ArraySource:
             self.sample = validate_data(np.asarray(data[rows]), "data")
         else:
             self.data = self.sample = validate_data(data, "data")
+            if self.host:
+                self.data = np.asarray(self.data)
+        self.check = memmap     # rows of an array in memory were checked above
+        self.dtype = np.dtype(compute_dtype(self.sample[:1]).dtype)
         self.shape = tuple(data.shape)
 
     def default_steps(self, steps):
@@ -205,24 +248,51 @@ class _ArraySource:
             m = min(per, start + n - at)
             idx = np.asarray(_chunk_indices(self.key, jnp.asarray(at), length=m, batch_size=self.batch_size,
                                             n_rows=self.shape[0]))
-            batches = np.asarray(self.data[idx.reshape(-1)]).reshape(m, self.batch_size, d)
-            check_finite(batches, "data")
-            state = _batches_chunk(update, state, compute_dtype(jnp.asarray(batches)))
+            state = _batches_chunk(update, state, self._batches(idx), mesh=self.mesh)
         return state
+
+    def _rows(self, idx: np.ndarray) -> np.ndarray:
+        """``data[idx]`` for an index array ``[m, b]``: ``[m, b, d]`` in the compute dtype."""
+        rows = np.asarray(self.data[idx.reshape(-1)]).reshape(*idx.shape, self.shape[1])
+        if self.check:
+            check_finite(rows, "data")
+        return rows.astype(self.dtype, copy=False)
+
+    def _batches(self, idx: np.ndarray) -> jax.Array:
+        """The minibatches ``[m, b, d]`` of the row indices ``idx [m, b]``, split over the mesh."""
+        if self.mesh is None:
+            return jnp.asarray(self._rows(idx))
+        shape = (*idx.shape, self.shape[1])
+        # each process reads the rows of its own devices only
+        return jax.make_array_from_callback(shape, _batch_sharding(self.mesh, 3),
+                                            lambda index: self._rows(idx[index[:2]]))
 
 
 class _IterableSource:
     """Batches taken in order from an iterable (a stream larger than memory)."""
 
-    def __init__(self, data):
+    def __init__(self, data, mesh):
         self.length = len(data) if hasattr(data, "__len__") else None
+        self.mesh = mesh
         self.it = iter(data)
         first = next(self.it, None)
         if first is None:
             raise ValueError("`data` is an empty iterable; it must yield at least one [b, d] batch.")
-        self.sample = validate_data(first, "data")
-        self.pending = [self.sample]
+        first = validate_data(first, "data")
+        self.pending = [first]
+        # with a mesh, each process yields its own rows: the sample is the whole first batch
+        self.sample = first if mesh is None else jnp.asarray(sharding.gather(self._global(first[None]))[0])
         self.shape = (None, self.sample.shape[1])
+
+    def _global(self, local: jax.Array) -> jax.Array:
+        """``[g, b_local, d]`` batches of this process -> the global ``[g, b, d]`` over the mesh."""
+        if self.mesh is None:
+            return local
+        n_local = sum(dev.process_index == jax.process_index() for dev in self.mesh.devices.flat)
+        if local.shape[1] % n_local:
+            raise ValueError(f"batches of {local.shape[1]} rows from `data` must divide over this process's "
+                             f"{n_local} devices of `mesh`.")
+        return jax.make_array_from_process_local_data(_batch_sharding(self.mesh, 3), np.asarray(local))
 
     def default_steps(self, steps):
         if self.length is None:
@@ -246,10 +316,10 @@ class _IterableSource:
         for _ in range(n):
             batch = self._next()
             if group and batch.shape != group[0].shape:
-                state = _batches_chunk(update, state, jnp.stack(group))
+                state = _batches_chunk(update, state, self._global(jnp.stack(group)), mesh=self.mesh)
                 group = []
             group.append(batch)
-        return _batches_chunk(update, state, jnp.stack(group))
+        return _batches_chunk(update, state, self._global(jnp.stack(group)), mesh=self.mesh)
 
 
 def _is_array(data) -> bool:
@@ -284,10 +354,28 @@ def _chunk_indices(key, start, *, length, batch_size, n_rows):
     return jax.vmap(lambda t: jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, n_rows))(steps)
 
 
-@partial(jax.jit, static_argnames=("update",))
-def _batches_chunk(update, state, batches):
-    """One update per batch of ``batches [steps, b, d]``."""
-    state, _ = jax.lax.scan(lambda s, b: (update(s, b), None), state, batches)
+def _batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+    """Batches ``[steps, b, ...]`` split along ``b`` over the mesh's one axis."""
+    return NamedSharding(mesh, PartitionSpec(None, mesh.axis_names[0], *([None] * (ndim - 2))))
+
+
+@partial(jax.jit, static_argnames=("update", "mesh"))
+def _batches_chunk(update, state, batches, mesh=None):
+    """One update per batch of ``batches [steps, b, d]``.
+
+    With ``mesh``, each batch stays split over the mesh and the state replicated: a
+    data-parallel step, its reductions over the batch done by XLA collectives.
+    """
+    if mesh is None:
+        state, _ = jax.lax.scan(lambda s, b: (update(s, b), None), state, batches)
+        return state
+    split, whole = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0])), NamedSharding(mesh, PartitionSpec())
+
+    def body(s, b):
+        s = update(s, jax.lax.with_sharding_constraint(b, split))
+        return jax.lax.with_sharding_constraint(s, whole), None
+
+    state, _ = jax.lax.scan(body, state, batches)
     return state
 
 
@@ -322,7 +410,10 @@ def _resume(path, fp, state) -> tuple[Any, int]:
 
 
 def _save(path, fp, done, state) -> None:
-    ckpt.save_pytree(path, state, metadata={"fingerprint": fp, "steps_done": done})
+    """Checkpoint a host copy of ``state``; in a multi-process run process 0 writes it."""
+    state = sharding.gather(state)
+    if jax.process_index() == 0:
+        ckpt.save_pytree(path, state, metadata={"fingerprint": fp, "steps_done": done})
 
 
 # ---------------------------------------------------------------- hyperparameter checks for factories
