@@ -54,6 +54,10 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "jaxinterp.directions",
     # interpretability and mid-range
     "interpretability_index": "jaxinterp.interpretability",
+    "UnitCard": "jaxinterp.interpretability.cards",
+    "unit_card": "jaxinterp.interpretability.cards",
+    "unit_card_data": "jaxinterp.interpretability.cards",
+    "unit_card_figure": "jaxinterp.interpretability.cards",
     "psychophysics": "jaxinterp.interpretability",
     "compare_methods": "jaxinterp.midrange",
     "midrange_mask": "jaxinterp.midrange",

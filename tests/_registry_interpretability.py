@@ -17,9 +17,12 @@ from _battery_inputs import *  # noqa: F403 - the shared battery inputs
 
 EXEMPT: dict[str, str] = {
     "jaxinterp.interpretability.max_score": "takes no arguments (a closed-form constant, sigmoid(4))",
+    "jaxinterp.unit_card_figure": "draws a UnitCard that unit_card_data validated; anything else is a TypeError "
+                                  "(tests/test_cards.py)",
 }
 
 _W = np.asarray(np.random.default_rng(1).normal(size=(6, 4)), np.float32)
+READOUT = np.asarray(np.random.default_rng(2).normal(size=(4, 3)), np.float32)   # unit -> output weights
 SIDX = np.arange(0, 1000, 97)                                          # items to embed [11]
 IMAGES = RNG.normal(size=(16, 3, 3, 2)).astype(np.float32)            # channels-last images [n, h, w, c]
 EMB = RNG.normal(size=(4, 5, 3)).astype(np.float32)                   # exemplar embeddings [units, k, e]
@@ -52,6 +55,15 @@ def _features(x):
     return [jax.nn.relu(x @ _W)]
 
 
+def _figure_axes(fig) -> int:
+    """The number of axes of a figure (what the battery compares), the figure released."""
+    from jaxinterp.plotting import close_figure
+
+    n = len(fig.axes)
+    close_figure(fig)
+    return n
+
+
 def entries() -> list[Entry]:
     """This area's registered entries (built on first use: it imports the library)."""
     from jaxinterp import interpretability as interp
@@ -60,6 +72,18 @@ def entries() -> list[Entry]:
     stim = interp.two_afc_stimuli(ACTS)
     pix = interp.pixel_l2()
     return [
+        Entry("jaxinterp.unit_card_data",
+              lambda acts, items, unit, n_per_level, bins, readout: interp.unit_card_data(
+                  acts, items, unit, similarity="pixel", n_per_level=n_per_level, bins=bins, readout=readout,
+                  two_afc=False),
+              dict(acts=ACTS, items=ITEMS, unit=1, n_per_level=2, bins=10, readout=READOUT),
+              pairs=(("acts", "items"),),
+              accept={"unit.zero": "unit 0 is the first column of `acts`",
+                      "readout.none": "no readout: a card without output effects (documented)",
+                      "acts.float16": "float16 responses are ranked after rounding: ties reorder the exemplars"}),
+        Entry("jaxinterp.unit_card",
+              lambda acts, unit: _figure_axes(interp.unit_card(acts, ITEMS, unit, similarity=None, n_per_level=1)),
+              dict(acts=ACTS, unit=1), accept={"unit.zero": "unit 0 is the first column of `acts`"}),
         Entry("jaxinterp.interpretability_index",
               lambda acts, items, k: interp.interpretability_index(acts, items, pix, k=k).scores,
               dict(acts=ACTS, items=ITEMS, k=5), pairs=(("acts", "items"),)),

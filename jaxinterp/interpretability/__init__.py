@@ -1,10 +1,17 @@
-"""Automated interpretability: exemplars, similarities, the Interpretability Index and 2AFC.
+"""Automated interpretability: exemplars, similarities, the Interpretability Index, 2AFC and unit cards.
 
 Internal building blocks (``similarity.lpips_embedding``, ``similarity.pairwise``,
 ``exemplars.paper_top_indices``) stay importable from their modules but are not part of the
 public API.
 """
 
+from jaxinterp.interpretability.cards import (
+    OutputEffects,
+    UnitCard,
+    unit_card,
+    unit_card_data,
+    unit_card_figure,
+)
 from jaxinterp.interpretability.exemplars import (
     N_REFS,
     N_TRIALS,
@@ -54,4 +61,5 @@ __all__ = [
     "network_features", "pixel_l2", "precomputed", "psychophysics", "quantile_exemplars", "query_orders",
     "stream_exemplars", "stream_quantile_exemplars", "stream_two_afc_stimuli", "top_bottom_exemplars",
     "two_afc_from_embeddings", "two_afc_of_stimuli", "two_afc_stimuli", "varying_units",
+    "OutputEffects", "UnitCard", "unit_card", "unit_card_data", "unit_card_figure",
 ]
