@@ -5,6 +5,12 @@ after another (or, with ``pad=True``, every ``m`` padded with zero columns to th
 share one compiled program; zero columns stay exactly zero, see ``IncidentalConfig.pad_hidden``).
 With ``checkpoint_dir`` every ``m`` checkpoints between chunks, so an interrupted sweep resumes
 where it stopped and finished sizes are not retrained.
+
+The seeds are split over every device of every process: after
+``jaxinterp.distributed.initialize()`` (e.g. under ``python -m jaxinterp.launch -n 2``) each
+process trains its block of seeds and every process gets the whole result. Each seed's numbers
+do not depend on the devices or processes, and a checkpoint written by one process count
+resumes under another.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from jaxinterp.toy import incidental, theory, training
 
 def collisions_sweep(key: jax.Array, base: incidental.IncidentalConfig, hidden_sizes, n_seeds: int, *,
                      chunk_size: int = 500, pad: bool = False, checkpoint_dir: str | os.PathLike | None = None,
-                     progress: bool = False, shard: bool = True) -> dict:
+                     progress: bool = False, shard: bool = True, mesh: jax.sharding.Mesh | None = None) -> dict:
     """Train ``n_seeds`` models for each ``m`` in ``hidden_sizes`` and count polysemantic neurons.
 
     Args:
@@ -36,7 +42,9 @@ def collisions_sweep(key: jax.Array, base: incidental.IncidentalConfig, hidden_s
       pad: pad every size to ``max(hidden_sizes)`` columns (one compiled program for all).
       checkpoint_dir: folder for one resumable checkpoint per size.
       progress: show progress bars.
-      shard: split the seeds over all devices.
+      shard: split the seeds over all devices (of all processes in a multi-process run).
+      mesh: the one-axis mesh to split the seeds over instead (``jaxinterp.sharding.leading_axis_mesh``);
+        default every device of every process when ``shard``.
 
     Returns:
       dict: ``n_features``, ``m [k]``, ``counts [k, n_seeds]`` (int), ``count_mean [k]``,
@@ -55,9 +63,9 @@ def collisions_sweep(key: jax.Array, base: incidental.IncidentalConfig, hidden_s
     keys = jax.random.split(key, n_seeds)
     k = len(hidden_sizes)
     if pad:
-        runs = _padded(keys, base, hidden_sizes, chunk_size, checkpoint_dir, progress, shard)
+        runs = _padded(keys, base, hidden_sizes, chunk_size, checkpoint_dir, progress, shard, mesh)
     else:
-        runs = [_one_size(keys, base, m, chunk_size, checkpoint_dir, progress, shard) for m in hidden_sizes]
+        runs = [_one_size(keys, base, m, chunk_size, checkpoint_dir, progress, shard, mesh) for m in hidden_sizes]
     counts = np.stack([r["counts"] for r in runs])
     mean = counts.mean(axis=1)
     sem = counts.std(axis=1, ddof=1) / np.sqrt(n_seeds) if n_seeds > 1 else np.full(k, np.nan)
@@ -89,19 +97,19 @@ def _summarise(w_init, w_final, final_loss, seconds) -> dict:
             "final_loss": float(np.mean(final_loss)), "seconds": seconds}
 
 
-def _one_size(keys, base, m, chunk_size, checkpoint_dir, progress, shard) -> dict:
+def _one_size(keys, base, m, chunk_size, checkpoint_dir, progress, shard, mesh) -> dict:
     cfg = dataclasses.replace(base, n_hidden=m, pad_hidden=0)
     init = incidental.make_init(cfg)
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / f"incidental_n{cfg.n_features}_m{m}.npz"
     start = time.perf_counter()
     result = training.fit(init, incidental.make_loss_and_grad(cfg), incidental.make_optimizer(cfg), keys,
                           steps=cfg.steps, chunk_size=chunk_size, checkpoint_path=path, run_id=cfg,
-                          progress=progress, desc=f"m={m}", shard=shard)
+                          progress=progress, desc=f"m={m}", shard=shard, mesh=mesh)
     seconds = time.perf_counter() - start
     return _summarise(training.initial_params(init, keys), result.state.params, result.state.loss, seconds)
 
 
-def _padded(keys, base, hidden_sizes, chunk_size, checkpoint_dir, progress, shard) -> list[dict]:
+def _padded(keys, base, hidden_sizes, chunk_size, checkpoint_dir, progress, shard, mesh) -> list[dict]:
     """All sizes in ONE fit: instances ``(m, seed)``, ``W`` padded to ``max(m)`` columns."""
     width, n_seeds = max(hidden_sizes), keys.shape[0]
     cfg = dataclasses.replace(base, n_hidden=width, pad_hidden=width)
@@ -114,7 +122,8 @@ def _padded(keys, base, hidden_sizes, chunk_size, checkpoint_dir, progress, shar
     start = time.perf_counter()
     result = training.fit(init, incidental.make_loss_and_grad(cfg), incidental.make_optimizer(cfg), all_keys,
                           steps=cfg.steps, hyper=hyper, chunk_size=chunk_size, checkpoint_path=path,
-                          run_id=(cfg, tuple(hidden_sizes)), progress=progress, desc="padded sweep", shard=shard)
+                          run_id=(cfg, tuple(hidden_sizes)), progress=progress, desc="padded sweep", shard=shard,
+                          mesh=mesh)
     seconds = (time.perf_counter() - start) / len(hidden_sizes)
     w0 = training.initial_params(init, all_keys, hyper)
     runs = []

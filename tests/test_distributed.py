@@ -1,0 +1,209 @@
+"""Multi-process runs: 2 processes x 2 CPU devices give the numbers of 1 process x 4 devices.
+
+The worker below runs in subprocesses (``python -m jaxinterp.launch``), on localhost with gloo
+collectives, tiny sizes and a compilation cache shared by the runs of the test:
+
+1. 1 process x 4 devices: a toy collisions sweep and a ReLU SAE trained through
+   ``directions.fit(..., mesh=global_mesh())`` (the reference);
+2. 2 processes x 2 devices: the same two runs, then both again with checkpoints, the SAE
+   interrupted (an exception after its 2nd of 4 chunks) and the sweep killed (``os._exit``, no
+   clean-up) after its 2nd of 4 chunks: the launcher must report the failure;
+3. 1 process x 4 devices: both resumed from the checkpoints the 2 processes wrote.
+
+Toy seeds are independent of one another, so the sweep is bitwise equal however the seeds are
+split. The SAE's gradients are means over the batch, all-reduced across devices: in one
+process by XLA's in-process collective, across processes by gloo, which may add the partial
+sums in another order, so its weights agree to 1e-5 (float32, 40 Adam steps), not bitwise.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxinterp import launch
+
+ROOT = Path(__file__).resolve().parents[1]
+SAE_ATOL = 1e-5
+KILLED = 17   # exit status of the killed worker
+
+_WORKER = textwrap.dedent("""
+    import os, sys
+    from jaxinterp import distributed
+    distributed.initialize()
+    import jax
+    import numpy as np
+    from jaxinterp import directions as jd, loop, sharding
+    from jaxinterp.directions import learner as driver
+    from jaxinterp.toy import IncidentalConfig, collisions_sweep, training
+
+    out, ckpt_dir, stage = sys.argv[1:4]
+    sharding.enable_compilation_cache()
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)   # the small programs too
+    assert jax.device_count() == 4, jax.devices()
+    me, n_proc = jax.process_index(), jax.process_count()
+    mesh = distributed.global_mesh()
+    CFG = IncidentalConfig(n_features=6, n_hidden=8, steps=40, learning_rate=1e-2, l1=3e-3)
+    B, STEPS = 16, 40
+    X = np.random.default_rng(0).normal(size=(B * STEPS, 8)).astype(np.float32)
+    starts = []
+
+    class Interrupted(Exception):
+        pass
+
+    def stopping_after(k, kill):
+        # run_chunks that records where it starts and stops (exception or hard exit) after chunk k
+        def run_chunks(run_chunk, state, *, after_chunk=None, **kw):
+            starts.append(kw.get("start", 0))
+            def after(done, s):
+                if after_chunk is not None:
+                    after_chunk(done, s)
+                if k and done == k * 10:
+                    if kill:
+                        os._exit(%(killed)d)
+                    raise Interrupted
+            return loop.run_chunks(run_chunk, state, after_chunk=after, **kw)
+        return run_chunks
+
+    def sweep(ckpt=None, kill_after=0):
+        training.run_chunks = stopping_after(kill_after, True)
+        r = collisions_sweep(jax.random.key(1), CFG, [8], 8, chunk_size=10, checkpoint_dir=ckpt)
+        return {k: np.asarray(r[k]) for k in ("counts", "final_loss", "match_rate", "mean_rank")}
+
+    def sae(ckpt=None, stop_after=0):
+        # each process yields only its own rows of every global batch
+        driver.run_chunks = stopping_after(stop_after, False)
+        rows = distributed.local_rows(B, mesh)
+        batches = [X[i * B:(i + 1) * B][rows] for i in range(STEPS)]
+        learner = jd.sae(16, kind="relu", batch_size=B, steps=STEPS, aux_k=0, grad_clip=0.0)
+        d = jd.fit(learner, batches, key=jax.random.key(2), mesh=mesh, chunk_size=10, checkpoint_path=ckpt)
+        return np.asarray(d.components)
+
+    def save(name, tree):
+        np.savez(os.path.join(out, f"{name}_p{me}of{n_proc}.npz"), **tree)
+
+    if stage in ("full", "full+interrupt"):
+        save("full", dict(sae=sae(), **sweep()))
+    if stage == "full+interrupt":
+        try:
+            sae(os.path.join(ckpt_dir, "sae.npz"), stop_after=2)
+        except Interrupted:
+            pass
+        sweep(ckpt_dir, kill_after=2)
+    if stage == "resume":
+        weights = sae(os.path.join(ckpt_dir, "sae.npz"))
+        toy = sweep(ckpt_dir)
+        save("resumed", dict(sae=weights, starts=np.asarray(starts), **toy))
+""") % {"killed": KILLED}
+
+
+def _launch(tmp_path, n_processes, stage, timeout=150):
+    """Run the worker as ``n_processes`` processes of 4 // n_processes CPU devices each."""
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    for sub in ("out", "ckpt", "xla"):
+        (tmp_path / sub).mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
+           "JAXINTERP_COMPILATION_CACHE": str(tmp_path / "xla")}
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, "-m", "jaxinterp.launch", "-n", str(n_processes), "--cpu-devices", str(4 // n_processes),
+           "--grace", "20", "--", sys.executable, str(script), str(tmp_path / "out"), str(tmp_path / "ckpt"), stage]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def _load(tmp_path, name, n_processes):
+    return [dict(np.load(tmp_path / "out" / f"{name}_p{p}of{n_processes}.npz")) for p in range(n_processes)]
+
+
+def test_two_processes_match_one_and_resume_on_another_count(tmp_path):
+    from jaxinterp import checkpoint
+
+    start = time.perf_counter()
+    ref = _launch(tmp_path, 1, "full")
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    (want,) = _load(tmp_path, "full", 1)
+    assert want["counts"].shape == (1, 8)
+
+    two = _launch(tmp_path, 2, "full+interrupt")         # ends killed, see below
+    assert all((tmp_path / "out" / f"full_p{p}of2.npz").exists() for p in range(2)), two.stderr[-3000:]
+    for got in _load(tmp_path, "full", 2):            # every process holds the whole result
+        for name in ("counts", "final_loss", "match_rate", "mean_rank"):
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+        np.testing.assert_allclose(got["sae"], want["sae"], rtol=0, atol=SAE_ATOL)
+
+    assert two.returncode != 0, two.stderr[-3000:]      # KILLED, or the coordinator's abort
+    sae_meta = checkpoint.read_metadata(tmp_path / "ckpt" / "sae.npz")
+    (toy_ckpt,) = (tmp_path / "ckpt").glob("incidental_*.npz")
+    assert sae_meta["steps_done"] == 20 and checkpoint.read_metadata(toy_ckpt)["steps_done"] == 20
+
+    resumed = _launch(tmp_path, 1, "resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (got,) = _load(tmp_path, "resumed", 1)
+    np.testing.assert_array_equal(got["starts"], [20, 20])     # both runs resumed at step 20
+    for name in ("counts", "final_loss", "match_rate", "mean_rank"):
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    np.testing.assert_allclose(got["sae"], want["sae"], rtol=0, atol=SAE_ATOL)
+    print(f"3 launches in {time.perf_counter() - start:.1f}s")
+
+
+# ---------------------------------------------------------------- the launcher alone (no JAX)
+
+
+def _run_launcher(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "jaxinterp.launch", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_launcher_sets_each_process_env_and_returns_the_failure():
+    show = ("import os; print(os.environ['JAX_COORDINATOR_ADDRESS'], os.environ['JAXINTERP_NUM_PROCESSES'], "
+            "os.environ['JAXINTERP_PROCESS_ID'], os.environ['JAX_NUM_CPU_DEVICES'])")
+    ok = _run_launcher("-n", "3", "--cpu-devices", "2", "--", sys.executable, "-c", show)
+    assert ok.returncode == 0, ok.stderr
+    lines = sorted(ok.stdout.split("\n")[:3])
+    addresses = {line.split()[0] for line in lines}
+    assert len(addresses) == 1 and addresses.pop().startswith("127.0.0.1:")
+    assert [line.split()[1:] for line in lines] == [["3", str(i), "2"] for i in range(3)]
+    # process 1 fails with 5, process 0 would run for a minute: stopped after the grace period
+    fail = ("import os, sys, time; i = int(os.environ['JAXINTERP_PROCESS_ID']); "
+            "time.sleep(60) if i == 0 else sys.exit(5)")
+    start = time.perf_counter()
+    bad = _run_launcher("-n", "2", "--grace", "1", "--", sys.executable, "-c", fail)
+    assert bad.returncode == 5 and time.perf_counter() - start < 30
+    assert _run_launcher("-n", "2").returncode == 2       # no command
+    assert _run_launcher("-n", "0", "--", "true").returncode == 2
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="POSIX signals")
+def test_launcher_forwards_sigterm_to_every_process(tmp_path):
+    body = ("import os, signal, sys, time, pathlib\n"
+            "d = pathlib.Path(sys.argv[1]); i = os.environ['JAXINTERP_PROCESS_ID']\n"
+            "signal.signal(signal.SIGTERM, lambda *a: ((d / ('term' + i)).write_text('x'), sys.exit(3)))\n"
+            "(d / ('up' + i)).write_text('x'); time.sleep(60)\n")
+    script = tmp_path / "sleeper.py"
+    script.write_text(body)
+    proc = subprocess.Popen([sys.executable, "-m", "jaxinterp.launch", "-n", "2", "--", sys.executable, str(script),
+                             str(tmp_path)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 30
+    while not all((tmp_path / f"up{i}").exists() for i in range(2)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 3
+    assert all((tmp_path / f"term{i}").exists() for i in range(2))
+
+
+def test_launch_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="command"):
+        launch.launch([], 2)
+    with pytest.raises(ValueError, match="num_processes"):
+        launch.launch(["true"], 0)
+    with pytest.raises(ValueError, match="cpu_devices"):
+        launch.launch(["true"], 1, cpu_devices=0)
+    env = launch.process_env(1, 2, "127.0.0.1:1234", base={"A": "b"})
+    assert env == {"A": "b", "JAX_COORDINATOR_ADDRESS": "127.0.0.1:1234", "JAXINTERP_NUM_PROCESSES": "2",
+                   "JAXINTERP_PROCESS_ID": "1"}
