@@ -71,3 +71,79 @@ def test_bad_reductions_are_errors(cnn):
         channel_topk(0)
     with pytest.raises(ValueError, match="`axes`"):
         channel_mean(axes=(-1,))
+
+
+def _reads(jaxpr, primitive: str) -> list[tuple[int, ...]]:
+    """Shapes of the operands of every ``primitive`` equation in ``jaxpr`` (and the programs inside it)."""
+    shapes = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == primitive:
+            shapes.append(tuple(eqn.invars[0].aval.shape))
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    shapes += _reads(inner, primitive)
+    return shapes
+
+
+CONVS = [  # window strides, rhs dilation, padding, feature groups, (lhs, rhs, out) layouts
+    ((1, 1), (1, 1), "SAME", 1, ("NHWC", "HWIO", "NHWC")),
+    ((2, 2), (1, 1), "SAME", 1, ("NHWC", "HWIO", "NHWC")),
+    ((2, 1), (2, 1), ((2, 1), (0, 3)), 2, ("NHWC", "HWIO", "NHWC")),
+    ((1, 2), (1, 1), "VALID", 4, ("NCHW", "OIHW", "NHWC")),
+    ((3, 3), (2, 2), "SAME", 1, ("NCHW", "OIHW", "NHWC")),
+]
+
+
+@pytest.mark.parametrize("strides, dilation, padding, groups, layout", CONVS)
+def test_conv_channel_means_never_read_the_map(strides, dilation, padding, groups, layout):
+    """Channel means of conv + bias pre-activations come from the conv input: equal, and no reduce of the map."""
+    c_in, c_out = 4, 8
+    x = jax.random.normal(jax.random.key(0), (2, 11, 9, c_in) if layout[0] == "NHWC" else (2, c_in, 11, 9))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, c_in // groups, c_out) if layout[1] == "HWIO"
+                               else (c_out, c_in // groups, 3, 3))
+    bias = jax.random.normal(jax.random.key(2), (c_out,))
+
+    def fn(k, b, x):
+        z = jax.lax.conv_general_dilated(x, k, strides, padding, rhs_dilation=dilation, feature_group_count=groups,
+                                         dimension_numbers=layout)
+        return jax.nn.relu(z + b).max()  # the map is read by the forward, but summed by no one
+
+    _, full = capture(fn)(kernel, bias, x)
+    maps = np.asarray(full["relu"], np.float64)  # [2, H', W', c_out]
+    captured = capture(fn, reduce=channel_mean())
+    _, acts = jax.jit(captured)(kernel, bias, x)
+    np.testing.assert_allclose(acts["relu"], maps.mean(axis=(1, 2)), atol=ATOL)
+    assert maps.shape not in _reads(jax.make_jaxpr(captured)(kernel, bias, x).jaxpr, "reduce_sum")
+
+
+def test_fused_cnn_means_under_vmap_and_grad(cnn):
+    """The fused means compose with vmap and grad: the same values and gradients as reducing the full maps."""
+    model, params, x, full = cnn
+    fused = capture(model.apply, names="Conv_*", reduce=channel_mean())
+    plain = capture(model.apply, names="Conv_*")
+    _, acts = jax.vmap(fused, in_axes=(None, 0))(params, x[:, None])
+    for name in ("Conv_0/relu", "Conv_1/relu"):
+        np.testing.assert_allclose(acts[name][:, 0], full[name].mean(axis=(1, 2)), atol=ATOL)
+    assert full["Conv_1/relu"].shape not in _reads(jax.make_jaxpr(fused)(params, x).jaxpr, "reduce_sum")
+
+    def loss(capt):
+        return lambda p: sum(jax.numpy.sum(jax.numpy.mean(v, axis=(1, 2)) ** 2) if v.ndim == 4 else
+                             jax.numpy.sum(v ** 2) for v in capt(p, x)[1].values())
+
+    g_fused = jax.grad(loss(fused))(params)
+    g_full = jax.grad(loss(plain))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4), g_fused, g_full)
+
+
+def test_token_mean_of_a_dense_layer_comes_from_its_input(key):
+    w = jax.random.normal(key, (6, 5))
+    b = jax.random.normal(jax.random.key(3), (5,))
+    x = jax.random.normal(jax.random.key(2), (4, 7, 6))
+    fn = lambda w, b, x: jax.nn.relu(x @ w + b)
+    _, full = capture(fn)(w, b, x)
+    captured = capture(fn, reduce=token_mean())
+    _, mean = jax.jit(captured)(w, b, x)
+    np.testing.assert_allclose(mean["relu"], np.asarray(full["relu"], np.float64).mean(1), atol=ATOL)
+    assert (4, 7, 5) not in _reads(jax.make_jaxpr(captured)(w, b, x).jaxpr, "reduce_sum")

@@ -133,7 +133,8 @@ def capture(
     if promote is not None and not jnp.issubdtype(promote, jnp.floating):
         raise TypeError(f"`promote` must be a floating dtype or None; got {promote!r}.")
     want_modules = bool(modules)
-    options = Options(resolved, want_modules, None if promote is None else jnp.dtype(promote))
+    options = Options(resolved, want_modules, None if promote is None else jnp.dtype(promote),
+                      lineage=reduce is not None)
     module_patterns = None if isinstance(modules, bool) else list(modules)
     scope_root = module if module is not None else fn
     root_name = type(getattr(fn, "__self__", fn)).__name__
@@ -154,6 +155,7 @@ def capture(
             keep = {mod_names[i] for i in select(mod_names, module_patterns)}
             pairs = [(n, r) for n, r in pairs if r.is_tap or n in keep]
         acts: dict[str, Any] = {}
+        producers = {n: r.producer for n, r in pairs}
         for n, r in pairs:
             acts[n] = r.pre
             if post_activations and r.post is not None:
@@ -161,7 +163,8 @@ def capture(
         keys = list(acts)
         _check_post_names(names, keys, post_activations)
         chosen = [keys[i] for i in select(keys, names)]
-        return jax.tree_util.tree_unflatten(out_tree, flat_out), apply_reduce({k: acts[k] for k in chosen}, reduce)
+        reduced = apply_reduce({k: acts[k] for k in chosen}, reduce, producers)
+        return jax.tree_util.tree_unflatten(out_tree, flat_out), reduced
 
     return captured
 

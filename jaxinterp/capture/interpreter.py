@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
 
+from jaxinterp.capture.lineage import TRACKED, Producer
 from jaxinterp.capture.naming import Record, eqn_site, module_boundaries, tap_scope
 from jaxinterp.capture.rules import KNOWN_FUNCTIONS, FunctionRule, Rule, Site, Tap, uniform_value
 
@@ -45,12 +46,15 @@ class Options:
       want_modules: also record module outputs.
       promote: evaluate every floating value in this dtype (parameters, constants and dtype
         arguments of lax-level ops included); None keeps the program's dtypes.
+      lineage: note how recorded values were produced (:mod:`~jaxinterp.capture.lineage`), so
+        that fused reductions can be computed without reading the values.
     """
 
     rules: tuple[Rule | FunctionRule, ...]
     want_modules: bool = False
     promote: Any = None
     edits: Any = None  # {(scope, label, occurrence, "pre" | "post"): edit function}; see ``intervene``
+    lineage: bool = False
 
     @functools.cached_property
     def primitives(self) -> frozenset[str]:
@@ -167,6 +171,17 @@ class Interpreter:
         self.records: list[Record] = []
         self._quiet = 0  # > 0 inside a call of a ruled function: its inner taps are not recorded
         self._seen: dict[tuple, int] = {}  # (scope, label) -> records so far (the occurrence of the next)
+        self._producers: dict[int, tuple[Any, Producer]] = {}  # id(value) -> (value, its producer)
+
+    def producer(self, value: Any) -> Producer | None:
+        """How ``value`` was computed, if it is the output of a tracked equation (see ``Options.lineage``)."""
+        entry = self._producers.get(id(value))
+        return entry[1] if entry is not None and entry[0] is value else None
+
+    def _note_producer(self, name: str, params: dict, invals: Sequence[Any], outs: list) -> None:
+        if self.options.lineage and name in TRACKED and len(outs) == 1:
+            parents = tuple(self.producer(v) for v in invals)
+            self._producers[id(outs[0])] = (outs[0], Producer(name, params, tuple(invals), parents))
 
     def _edit(self, scope: str, label: str | None, which: str):
         """The edit of the next record with this scope and label (``which``: "pre" / "post"), or None."""
@@ -247,7 +262,7 @@ class Interpreter:
                 for mod in module_uses.get(var, ()):
                     if (edit := self._edit(mod, None, "pre")) is not None:
                         val = edit(val)
-                    self._append(Record(mod, None, val))
+                    self._append(Record(mod, None, val, producer=self.producer(val)))
                 env[var], scope_of[var] = val, site
             if i in ends:
                 self._end_call(ends.pop(i), env, override, eqn_site(eqn, prefix), scope)
@@ -270,7 +285,7 @@ class Interpreter:
         self._record(Tap(c.label, pre, env[c.outvar]), tap_site)
 
     def _record(self, tap: Tap, scope: str) -> None:
-        self._append(Record(scope, tap.label, tap.pre, tap.post))
+        self._append(Record(scope, tap.label, tap.pre, tap.post, producer=self.producer(tap.pre)))
 
     def _append(self, rec: Record) -> None:
         if not self._quiet:
@@ -290,6 +305,7 @@ class Interpreter:
                                or contains(jaxpr_of(eqn.params["jaxpr"])[0], self.options.primitives)):
             return self._scan(eqn, invals, site, scopes, known, function)
         outs = self._bind(eqn, invals)
+        self._note_producer(name, eqn.params, invals, outs)
         if name in self.options.primitives:
             outs = self._tap(eqn, Site(name, eqn.params, invals, outs, known, function), site, scopes)
         return outs

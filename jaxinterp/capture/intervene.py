@@ -193,7 +193,14 @@ def project_out(direction: Any) -> Callable[[Any], Any]:
 
 
 def add_direction(direction: Any, scale: Any = 1.0) -> Callable[[Any], Any]:
-    """Add ``scale * direction`` (``[units]``, along the last axis; not normalised) to the activation."""
+    """Add ``scale * direction`` (``[units]``, along the last axis; not normalised) to the activation.
+
+    ``scale`` may be traced (e.g. differentiated through); a concrete one must be finite.
+    """
     d = _edit_array(direction, "direction", vector=True)
-    scale = check_real(scale, "scale")
+    if is_concrete(scale):
+        scale = check_real(scale, "scale")
+    elif jnp.ndim(scale) != 0 or not jnp.issubdtype(jnp.result_type(scale), jnp.floating):
+        raise TypeError(f"`scale` must be a real scalar; got a traced value of shape {jnp.shape(scale)} and dtype "
+                        f"{jnp.result_type(scale)}.")
     return lambda v: v + scale * d

@@ -37,6 +37,7 @@ class Record:
     pre: Any
     post: Any = None
     stacked: bool = False  # recorded inside a scanned body (values stacked over steps)
+    producer: Any = None  # how ``pre`` was computed (``lineage.Producer``), when known
 
     @property
     def key(self) -> tuple[str, str | None]:

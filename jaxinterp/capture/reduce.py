@@ -5,6 +5,13 @@ under ``jax.jit`` the full maps are never returned (XLA fuses the reduction into
 Spatial reductions act per channel over ``axes`` (default ``(-3, -2)``, the height and width of
 ``[..., H, W, C]`` maps); token reductions act over the token axis (default ``-2`` of
 ``[..., T, d]``). Axes count from the end so that a reduction works unchanged under ``jax.vmap``.
+
+A mean never reads the map when it can be computed from how the map was produced
+(:mod:`~jaxinterp.capture.lineage`): the channel mean of a convolution's pre-activation (conv plus
+bias) from the convolution's input and kernel, a token mean of a dense layer's output from the
+token mean of its input. A second reader of a map would make XLA materialise it outside the
+forward program's fused kernels; this keeps a captured forward with channel means close to the
+cost of the plain forward. Other reductions (and means of other values) read the value.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp._validation import check_positive_int
+from jaxinterp.capture.lineage import Producer, mean_from_producer
 
 
 class TopK(NamedTuple):
@@ -30,14 +38,33 @@ class TopK(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Reduction:
-    """A named reduction of one activation; ``min_ndim`` is the rank it needs."""
+    """A named reduction of one activation; ``min_ndim`` is the rank it needs.
+
+    ``from_producer(value, producer)``, when given, computes the same reduction from how
+    ``value`` was produced (a :class:`~jaxinterp.capture.lineage.Producer`) without reading
+    ``value``, or returns None where it cannot.
+    """
 
     name: str
     fn: Callable[[Any], Any]
     min_ndim: int
+    from_producer: Callable[[Any, Producer], Any] | None = None
 
     def __call__(self, value: Any) -> Any:
         return self.fn(value)
+
+    def reduce(self, value: Any, producer: Producer | None = None) -> Any:
+        """The reduction of ``value``, from its ``producer`` where possible."""
+        if producer is not None and self.from_producer is not None:
+            fused = self.from_producer(value, producer)
+            if fused is not None:
+                return fused
+        return self.fn(value)
+
+
+def _mean_reduction(name: str, axes: tuple[int, ...]) -> Reduction:
+    return Reduction(name, lambda v: jnp.mean(v, axis=axes), -min(axes),
+                     lambda v, p: mean_from_producer(v, p, axes))
 
 
 def _check_axes(axes: Sequence[int], what: str, name: str = "axes") -> tuple[int, ...]:
@@ -74,7 +101,7 @@ def _positions(flat_index: Any, shape: tuple[int, ...]) -> Any:
 def channel_mean(axes: Sequence[int] = (-3, -2)) -> Reduction:
     """Per-channel mean over the spatial ``axes``: ``[..., H, W, C]`` -> ``[..., C]``."""
     axes = _check_axes(axes, "channel_mean")
-    return Reduction("channel_mean", lambda v: jnp.mean(v, axis=axes), -min(axes))
+    return _mean_reduction("channel_mean", axes)
 
 
 def channel_max(axes: Sequence[int] = (-3, -2)) -> Reduction:
@@ -112,7 +139,7 @@ def channel_topk(k: int, axes: Sequence[int] = (-3, -2)) -> Reduction:
 def token_mean(axis: int = -2) -> Reduction:
     """Mean over tokens: ``[..., T, d]`` -> ``[..., d]``."""
     (axis,) = _check_axes(_axis_tuple(axis), "token_mean", "axis")
-    return Reduction("token_mean", lambda v: jnp.mean(v, axis=axis), -axis)
+    return _mean_reduction("token_mean", (axis,))
 
 
 def last_token(axis: int = -2) -> Reduction:
@@ -133,8 +160,12 @@ def resolve_reduce(reduce: Any) -> Callable[[str], Callable | None] | None:
     return lambda name: next((r for p, r in items if fnmatch.fnmatchcase(name, p)), None)
 
 
-def apply_reduce(acts: dict[str, Any], reduce: Any) -> dict[str, Any]:
+def apply_reduce(acts: dict[str, Any], reduce: Any, producers: Mapping[str, Producer | None] | None = None
+                 ) -> dict[str, Any]:
     """Reduce each activation in ``acts`` as ``reduce`` says (unmatched ones are kept in full).
+
+    ``producers`` says how activations were computed (by name), for reductions that can be
+    computed without reading the activation (:meth:`Reduction.reduce`).
 
     Raises:
       KeyError: a pattern of a ``reduce`` mapping matches no activation.
@@ -153,5 +184,10 @@ def apply_reduce(acts: dict[str, Any], reduce: Any) -> dict[str, Any]:
         if r is not None and isinstance(r, Reduction) and jnp.ndim(value) < r.min_ndim:
             raise ValueError(f"`reduce`: {r.name} needs activations with at least {r.min_ndim} dims; "
                              f"{name!r} has shape {jnp.shape(value)}.")
-        out[name] = value if r is None else r(value)
+        if r is None:
+            out[name] = value
+        elif isinstance(r, Reduction):
+            out[name] = r.reduce(value, (producers or {}).get(name))
+        else:
+            out[name] = r(value)
     return out

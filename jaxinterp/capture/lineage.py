@@ -1,0 +1,163 @@
+"""Means of recorded values computed from how they were produced, without the values themselves.
+
+A channel mean of a convolution's pre-activation is an affine function of the convolution's
+*input*: ``mean_hw(conv(x, K) + b) = sum_{offsets, c_in} P[offset, c_in] K[offset, c_in, :] + b``,
+where ``P`` averages the (padded, strided, dilated) input over the window each kernel offset sees.
+Reading the map a second time for its mean would force XLA to materialise it (the forward program
+otherwise keeps it inside one fused kernel); computing the mean from the input does not. The same
+holds for means over free dimensions of a ``dot_general`` (e.g. token means of a dense layer).
+
+The interpreter records, for the values it produces by ``conv_general_dilated``, ``dot_general``,
+``add`` and ``broadcast_in_dim``, a :class:`Producer`; :func:`mean_from_producer` walks it.
+Anything it does not recognise returns None and the caller reduces the value itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+from jax import lax
+
+TRACKED = frozenset({"conv_general_dilated", "dot_general", "add", "broadcast_in_dim"})
+"""Primitives whose outputs the interpreter annotates with their :class:`Producer`."""
+
+
+class Producer(NamedTuple):
+    """The equation that computed a value.
+
+    Attributes:
+      primitive: its primitive's name (one of :data:`TRACKED`).
+      params: its parameters.
+      invals: its input values.
+      parents: the :class:`Producer` of each input (None where unknown).
+    """
+
+    primitive: str
+    params: Mapping[str, Any]
+    invals: tuple
+    parents: tuple
+
+
+def _accumulator(x: Any) -> Any:
+    """``x`` in at least float32 (sums of half-precision maps lose digits), or None if not floating."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return None
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _conv_mean(p: Producer, out_shape: tuple[int, ...], reduced: frozenset[int]) -> Any | None:
+    """Mean of ``conv_general_dilated(x, K)`` over its output's spatial dims, as ``[batch, C]`` in output order."""
+    x, kernel = p.invals
+    prm = p.params
+    lhs, rhs, out = prm["dimension_numbers"]
+    if (set(out[2:]) != reduced or any(d != 1 for d in prm["lhs_dilation"]) or prm["batch_group_count"] != 1
+            or any(lo < 0 or hi < 0 for lo, hi in prm["padding"])):
+        return None
+    x = _accumulator(x)
+    if x is None:
+        return None
+    out_spatial = [out_shape[d] for d in out[2:]]
+    window, strides, dilation, padding = [1] * x.ndim, [1] * x.ndim, [1] * x.ndim, [(0, 0)] * x.ndim
+    for i, d in enumerate(lhs[2:]):
+        # offset i of the kernel sees input positions o * stride + i * rhs_dilation, o < out size
+        window[d], dilation[d], strides[d] = out_spatial[i], prm["window_strides"][i], prm["rhs_dilation"][i]
+        padding[d] = tuple(prm["padding"][i])
+    sums = lax.reduce_window(x, jnp.zeros((), x.dtype), lax.add, window, strides, padding, window_dilation=dilation)
+    limits = list(sums.shape)
+    for i, d in enumerate(lhs[2:]):
+        limits[d] = kernel.shape[rhs[2 + i]]
+    sums = lax.slice(sums, [0] * x.ndim, limits)
+    patches = jnp.transpose(sums, (lhs[0], *lhs[2:], lhs[1]))  # [n, *kernel spatial, C_in]
+    k = jnp.transpose(kernel, (*rhs[2:], rhs[1], rhs[0])).astype(x.dtype)  # [*kernel spatial, C_in/G, C_out]
+    groups, n, c_out = prm["feature_group_count"], patches.shape[0], k.shape[-1]
+    s, c_in_g = math.prod(k.shape[:-2]), k.shape[-2]
+    mean = jnp.einsum("nsgc,scgo->ngo", patches.reshape(n, s, groups, c_in_g),
+                      k.reshape(s, c_in_g, groups, c_out // groups), precision=prm.get("precision"))
+    mean = mean.reshape(n, c_out) / math.prod(out_spatial)
+    return mean if out[0] < out[1] else mean.T
+
+
+def _dot_mean(p: Producer, reduced: frozenset[int]) -> Any | None:
+    """Mean of ``dot_general(a, b)`` over free (neither contracted nor batch) output dims."""
+    a, b = p.invals
+    (ca, cb), (ba, bb) = p.params["dimension_numbers"]
+    free_a = [d for d in range(a.ndim) if d not in ca and d not in ba]
+    free_b = [d for d in range(b.ndim) if d not in cb and d not in bb]
+    out_dims = [("batch", d) for d in ba] + [("a", d) for d in free_a] + [("b", d) for d in free_b]
+    if any(out_dims[o][0] == "batch" for o in reduced):
+        return None
+    drop_a = tuple(out_dims[o][1] for o in reduced if out_dims[o][0] == "a")
+    drop_b = tuple(out_dims[o][1] for o in reduced if out_dims[o][0] == "b")
+    a, b = _accumulator(a), _accumulator(b)
+    if a is None or b is None:
+        return None
+
+    def renumber(dims, dropped):
+        return tuple(d - sum(r < d for r in dropped) for d in dims)
+
+    dn = ((renumber(ca, drop_a), renumber(cb, drop_b)), (renumber(ba, drop_a), renumber(bb, drop_b)))
+    return lax.dot_general(jnp.mean(a, axis=drop_a) if drop_a else a, jnp.mean(b, axis=drop_b) if drop_b else b,
+                           dn, precision=p.params.get("precision"))
+
+
+def _broadcast_mean(value: Any, p: Producer, reduced: frozenset[int]) -> Any | None:
+    """Mean of ``broadcast_in_dim(v)`` when ``v`` is constant along the reduced dims."""
+    (operand,) = p.invals
+    bdims = p.params["broadcast_dimensions"]
+    if any(bdims[i] in reduced and operand.shape[i] != 1 for i in range(operand.ndim)):
+        return None
+    squeeze = tuple(i for i in range(operand.ndim) if bdims[i] in reduced)
+    kept = [d for d in range(value.ndim) if d not in reduced]
+    new_bdims = tuple(kept.index(bdims[i]) for i in range(operand.ndim) if i not in squeeze)
+    return lax.broadcast_in_dim(lax.squeeze(operand, squeeze), [value.shape[d] for d in kept], new_bdims)
+
+
+def _mean(value: Any, producer: Producer | None, reduced: frozenset[int]) -> Any | None:
+    if all(value.shape[d] == 1 for d in reduced):  # constant along the reduced dims (a bias)
+        return lax.squeeze(value, tuple(sorted(reduced)))
+    if producer is None:
+        return None
+    if producer.primitive == "add" and len(producer.invals) == 2:
+        parts = [_mean(v, q, reduced) if jnp.ndim(v) == value.ndim else None
+                 for v, q in zip(producer.invals, producer.parents)]
+        return None if any(part is None for part in parts) else parts[0] + parts[1]
+    if producer.primitive == "conv_general_dilated":
+        return _conv_mean(producer, value.shape, reduced)
+    if producer.primitive == "dot_general":
+        return _dot_mean(producer, reduced)
+    if producer.primitive == "broadcast_in_dim":
+        return _broadcast_mean(value, producer, reduced)
+    return None
+
+
+def mean_from_producer(value: Any, producer: Producer | None, axes: tuple[int, ...]) -> Any | None:
+    """``jnp.mean(value, axis=axes)`` computed from ``value``'s producer, or None where that is not possible.
+
+    Recognised: sums (``add``) of convolution outputs (``conv_general_dilated`` without input
+    dilation, non-negative padding; means over exactly its spatial dims), ``dot_general`` outputs
+    (means over free dims), broadcasts, and terms constant along ``axes`` (biases).
+
+    Args:
+      value: the recorded value, ``[..., *spatial, C]`` (any layout its producer gives).
+      producer: how ``value`` was computed (None: unknown).
+      axes: negative axes of ``value`` to average over.
+
+    Returns:
+      The mean, shaped and typed like ``jnp.mean(value, axis=axes)``, or None.
+    """
+    if producer is None or not jnp.issubdtype(value.dtype, jnp.floating):
+        return None
+    reduced = frozenset(value.ndim + a for a in axes)
+    mean = _mean(value, producer, reduced)
+    if mean is None:
+        return None
+    want = tuple(s for d, s in enumerate(value.shape) if d not in reduced)
+    if mean.shape != want:
+        try:
+            mean = jnp.broadcast_to(mean, want)
+        except ValueError:
+            return None
+    return mean.astype(value.dtype)
