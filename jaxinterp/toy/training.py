@@ -92,6 +92,30 @@ class _Rebuilt:
         return getattr(self.build(*self.args, **dict(self.kwargs)), self.method)(*a, **k)
 
 
+@dataclasses.dataclass(frozen=True)
+class StateRecord:
+    """A record of the training state rather than of the parameters alone.
+
+    ``fn(previous_params, state) -> pytree`` is called every ``record_every`` steps with the
+    parameters of the previous record (or of the start of the run) and the ``TrainState`` now,
+    so a record can hold the loss (``state.loss``) and what changed since the last record. The
+    previous parameters are those at the start of the current compiled chunk or record interval,
+    so nothing extra is carried between chunks or stored in checkpoints.
+
+    ``fn`` should compare equal for equal settings (a frozen dataclass, a module-level function)
+    so compiled programs and checkpoint fingerprints are shared across calls.
+    """
+
+    fn: Callable
+
+
+def take_record(record: Callable | StateRecord, previous_params, state: TrainState):
+    """The record of one instance: ``record.fn(previous_params, state)`` or ``record(state.params)``."""
+    if isinstance(record, StateRecord):
+        return record.fn(previous_params, state)
+    return record(state.params)
+
+
 def static_optimizer(build: Callable[..., optax.GradientTransformation], *args, **kwargs
                      ) -> optax.GradientTransformation:
     """``build(*args, **kwargs)`` as a transformation that compares equal for equal arguments.
@@ -151,7 +175,8 @@ def run_steps(step: Callable, state: TrainState, hyper, n_steps: int, *,
       state: one instance's state.
       hyper: that instance's hyperparameters.
       n_steps: number of steps (static).
-      record: optional ``record(params) -> pytree`` taken every ``record_every`` steps.
+      record: optional ``record(params) -> pytree`` or ``StateRecord`` taken every
+        ``record_every`` steps.
       record_every: record interval; must divide ``n_steps`` when ``record`` is given.
 
     Returns:
@@ -163,8 +188,9 @@ def run_steps(step: Callable, state: TrainState, hyper, n_steps: int, *,
         return state, None
 
     def inner(s, _):
+        previous = s.params
         s, _ = jax.lax.scan(lambda t, _: (step(t, hyper), None), s, None, length=record_every)
-        return s, record(s.params)
+        return s, take_record(record, previous, s)
 
     return jax.lax.scan(inner, state, None, length=n_steps // record_every)
 
@@ -285,7 +311,7 @@ def fit(init_params: Callable, loss_and_grad: Callable, optimizer: optax.Gradien
         mesh: jax.sharding.Mesh | None = None, checkpoint_path: str | os.PathLike | None = None,
         run_id: Any = None, progress: bool = False, desc: str = "train",
         callback: Callable[[int, TrainState], None] | None = None,
-        seed_block: int | None | str = "auto") -> FitResult:
+        seed_block: int | None | str = "auto", record_path: str | os.PathLike | None = None) -> FitResult:
     """Train one model per key, all at once; resumable.
 
     The chunks run through ``jaxinterp.loop.run_chunks`` (progress, checkpoints and the callback
@@ -305,8 +331,9 @@ def fit(init_params: Callable, loss_and_grad: Callable, optimizer: optax.Gradien
         ``init_params`` and ``loss_and_grad`` (None is passed when absent).
       chunk_size: steps per compiled ``lax.scan`` chunk; progress, checkpoints and callbacks
         happen between chunks.
-      record: optional ``record(params) -> pytree`` of one instance, taken every
-        ``record_every`` steps (which must divide ``chunk_size`` and ``steps``).
+      record: optional ``record(params) -> pytree`` of one instance, or a ``StateRecord``
+        (``fn(previous_params, state)``), taken every ``record_every`` steps (which must
+        divide ``chunk_size`` and ``steps``) inside the compiled chunk.
       record_every: record interval in steps.
       shard: split the instances over ``mesh`` (default all of ``jax.devices()``).
       mesh: a one-axis mesh from ``jaxinterp.sharding.leading_axis_mesh``.
@@ -324,12 +351,19 @@ def fit(init_params: Callable, loss_and_grad: Callable, optimizer: optax.Gradien
         (``lax.map``) so each block's state stays in cache; ``None``: all at once; ``"auto"``:
         ``default_seed_block`` (on CPU about 8 MiB of state per block; all at once on
         accelerators). Results do not depend on it.
+      record_path: stream the records to this folder (``dynamics.RecordFile``: one ``.npy``
+        per record leaf, ``[n_records, instances, ...]``) after each chunk instead of holding
+        them in memory and in the checkpoints, so the host holds one chunk of records whatever
+        the number of steps; resumed with the checkpoint, it ends identical to an
+        uninterrupted run's. ``history`` is then read-only memmap views of the folder.
 
     Returns:
       A ``FitResult``; same keys and settings give the same result, whether run in one go,
       resumed, sharded or not.
     """
     n_instances = _check_fit_args(keys, steps, chunk_size, hyper, record, record_every)
+    if record_path is not None and record is None:
+        raise ValueError("`record_path` needs a `record` to stream; got record=None.")
     sharding.enable_compilation_cache()
     use_mesh = mesh if mesh is not None else (sharding.leading_axis_mesh() if shard else None)
     seed_block = _resolve_seed_block(seed_block, init_params, optimizer, keys, hyper)
@@ -340,35 +374,83 @@ def fit(init_params: Callable, loss_and_grad: Callable, optimizer: optax.Gradien
 
     parts = run_fingerprint(init_params, loss_and_grad, optimizer, keys, steps=steps, hyper=hyper, record=record,
                             record_every=record_every, run_id=run_id)
-    done, records = 0, []
+    records = _record_store(record, record_every, record_path, steps, n_instances, state, ckpt.fingerprint(parts))
+    done, saved = 0, None
     if checkpoint_path is not None and ckpt.exists(checkpoint_path):
-        done, state, records = _resume(checkpoint_path, parts, state, n_instances, record, record_every, use_mesh,
-                                       multiple)
-    resumed_from = done
+        done, state, saved = _resume(checkpoint_path, parts, state, n_instances, records, use_mesh, multiple)
+    if records is not None:
+        records.start(done // record_every, saved)
     unpad = functools.partial(sharding.unpad_leading, n=n_instances)
+    pending = []
 
     def run_chunk(state, start, n):
         state, rec = _chunk_jit(state, p_hyper, loss_and_grad=loss_and_grad, optimizer=optimizer, record=record,
                                 record_every=record_every, n=n, groups=groups, block=block)
         if rec is not None:
-            records[:] = [_concat_records(records + [jax.device_get(unpad(rec))])]
+            pending.append(jax.device_get(unpad(rec)))
         return state
 
     def after_chunk(done, state):
+        if pending:   # the records first: a checkpoint never runs ahead of its records
+            records.append(pending.pop())
         if checkpoint_path is not None:
             ckpt.save_pytree(checkpoint_path, {"state": jax.device_get(unpad(state)),
-                                               "records": records[0] if records else None},
+                                               "records": None if records is None else records.saved()},
                              metadata={"fingerprint": ckpt.fingerprint(parts), "parts": parts, "steps_done": done})
         if callback is not None:
             callback(done, unpad(state))
 
+    resumed_from = done
     state = run_chunks(run_chunk, state, steps=steps, chunk_size=chunk_size, start=done, progress=progress,
                        desc=desc, after_chunk=after_chunk)
     final = jax.tree_util.tree_map(jnp.asarray, jax.device_get(unpad(state)))
-    history = records[0] if records else None
-    n_rec = 0 if history is None else jax.tree_util.tree_leaves(history)[0].shape[1]
-    record_steps = np.arange(1, n_rec + 1) * max(record_every, 1)
-    return FitResult(final, history, record_steps, resumed_from)
+    if records is None:
+        return FitResult(final, None, np.zeros(0, np.int64), resumed_from)
+    return FitResult(final, records.history(), np.arange(1, steps // record_every + 1) * record_every, resumed_from)
+
+
+def record_spec(record: Callable | StateRecord, state: TrainState) -> Any:
+    """One instance's record as ``jax.ShapeDtypeStruct`` leaves, for ``state`` with a leading instance axis."""
+    one = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state)
+    return jax.eval_shape(lambda s: take_record(record, s.params, s), one)
+
+
+class _HeldRecords:
+    """Records held in memory and saved in the checkpoints: leaves ``[instances, n_records, ...]``."""
+
+    def __init__(self, spec, n_instances: int, record_every: int):
+        self.spec, self.n_instances, self.record_every, self.tree = spec, n_instances, record_every, None
+
+    def like(self, steps_done: int):
+        n_rec = steps_done // self.record_every
+        return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((self.n_instances, n_rec, *s.shape), s.dtype),
+                                      self.spec)
+
+    def start(self, first_record: int, saved) -> None:
+        del first_record
+        self.tree = saved
+
+    def append(self, rec) -> None:
+        self.tree = rec if self.tree is None else _concat_records([self.tree, rec])
+
+    def saved(self):
+        return self.tree
+
+    def history(self):
+        return self.tree
+
+
+def _record_store(record, record_every, record_path, steps, n_instances, state, fingerprint):
+    """Where ``fit`` keeps its records: None, in memory, or streamed to ``record_path``."""
+    if record is None:
+        return None
+    spec = record_spec(record, state)
+    if record_path is None:
+        return _HeldRecords(spec, n_instances, record_every)
+    from jaxinterp.toy.dynamics import RecordFile   # dynamics builds on this module
+
+    return RecordFile(record_path, spec, n_instances=n_instances, steps=steps, record_every=record_every,
+                      fingerprint=fingerprint)
 
 
 def _place(tree, multiple: int, mesh):
@@ -381,8 +463,8 @@ def _concat_records(records: list) -> Any:
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=1), *records)
 
 
-def _resume(path, parts, state, n_instances, record, record_every, mesh, multiple):
-    """Load the newest usable checkpoint of this run: ``(steps_done, state on the devices, [records] or [])``."""
+def _resume(path, parts, state, n_instances, records, mesh, multiple):
+    """Load the newest usable checkpoint of this run: ``(steps_done, state on the devices, saved records or None)``."""
     like_state = sharding.unpad_leading(state, n_instances)
 
     def like(meta: dict):
@@ -391,15 +473,10 @@ def _resume(path, parts, state, n_instances, record, record_every, mesh, multipl
         if differ:
             raise ValueError(f"checkpoint {path} belongs to a different run: {', '.join(differ)} differ from this "
                              "call's; delete it (and its .prev) or choose another `checkpoint_path`.")
-        like_records = None
-        if record is not None:
-            spec = jax.eval_shape(record, jax.tree_util.tree_map(lambda x: x[0], like_state.params))
-            n_rec = int(meta["steps_done"]) // record_every
-            like_records = jax.tree_util.tree_map(
-                lambda s: jax.ShapeDtypeStruct((n_instances, n_rec, *s.shape), s.dtype), spec)
+        like_records = None if records is None else records.like(int(meta["steps_done"]))
         return {"state": like_state, "records": like_records}
 
     saved, meta = ckpt.load_pytree(path, like)
     restored = _place(saved["state"], multiple, mesh)
     restored = jax.tree_util.tree_map(jnp.asarray, restored)
-    return int(meta["steps_done"]), restored, ([] if saved["records"] is None else [saved["records"]])
+    return int(meta["steps_done"]), restored, saved["records"]
