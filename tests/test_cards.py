@@ -88,6 +88,15 @@ def test_ablation_readout_equals_the_closed_form_for_a_linear_head():
     np.testing.assert_allclose(out.top_effects, np.sort(expected)[::-1], rtol=1e-5)
 
 
+def test_dead_units_elsewhere_do_not_matter_but_a_dead_unit_has_no_card():
+    acts = ACTS.copy()
+    acts[:, 0] = 0.0
+    card = cards.unit_card_data(acts, IMAGES, 2, similarity="pixel", levels=LEVELS, n_per_level=3, bins=12)
+    np.testing.assert_array_equal(card.exemplar_indices, _card(similarity=None).exemplar_indices)
+    with pytest.raises(ValueError, match="`acts`: unit 0 has a constant response"):
+        cards.unit_card_data(acts, IMAGES, 0, similarity=None)
+
+
 def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match="`unit` must lie in \\[0, 5\\)"):
         cards.unit_card_data(ACTS, IMAGES, 5, similarity=None)

@@ -96,6 +96,9 @@ def test_line_walk_repr_counts_match_the_walk():
                  f"crossings=median {np.median(n):.3g} in [{n.min():.3g}, {n.max():.3g}]",
                  f"truncated={int(np.sum(walk.truncated))}", "flagged=0")
     _check_short(_traced_repr(walk), "paths=4", "positions=f32[4,256]")
+    treescope = pytest.importorskip("treescope")
+    rendered = treescope.render_to_text(walk)
+    assert rendered.startswith("LineWalk(") and "n_crossings=" in rendered and "layout=" in rendered
 
 
 def test_index_and_two_afc_reprs():

@@ -23,8 +23,7 @@ import numpy as np
 
 from jaxinterp._display import (array_summary, html_table, number, summary_repr, summary_treescope)
 from jaxinterp._validation import check_finite, check_in_range, check_positive_int, check_rank
-from jaxinterp.interpretability.exemplars import (N_REFS, N_TRIALS, as_float_array, check_acts,
-                                                  quantile_exemplars)
+from jaxinterp.interpretability.exemplars import N_REFS, N_TRIALS, as_float_array, quantile_exemplars
 from jaxinterp.interpretability.index import check_items_match, interpretability_index
 from jaxinterp.interpretability.psychophysics import psychophysics
 from jaxinterp.interpretability.similarity import Similarity, as_similarity
@@ -186,7 +185,7 @@ def unit_card_data(acts, items, unit: int, *, similarity: Similarity | str | Non
 
     Args:
       acts: ``[n, units]`` responses of the units (neurons, or the codes of learned directions)
-        to ``n`` inputs; finite, and the unit's response not constant.
+        to ``n`` inputs; finite, and the unit's response not constant (other units may be).
       items: ``[n, ...]`` the inputs (images ``[n, h, w, c]``, signals ``[n, d]``, labels ``[n]``),
         as the similarity sees them.
       unit: the column of ``acts`` to describe.
@@ -217,14 +216,19 @@ def unit_card_data(acts, items, unit: int, *, similarity: Similarity | str | Non
         a constant unit, ``items`` of another length, ``unit`` outside ``[0, units)``, a level
         outside ``[0, 1]``, a readout of the wrong shape, an unknown similarity name (KeyError).
     """
-    a = check_acts(acts)
+    check_rank(acts, "acts", 2)
+    a = as_float_array(acts, "acts")
+    check_finite(a, "acts")
     n, units = a.shape
-    unit = _check_unit(unit, units)
+    if n == 0:
+        raise ValueError(f"`acts` must have at least one row (input); got shape {a.shape}.")
+    unit = _check_unit(unit, units)   # other units may be dead: only this one must vary
     check_items_match(items, n, True)
     levels = tuple(check_in_range(p, "levels", 0.0, 1.0) for p in levels)
     n_per_level = check_positive_int(n_per_level, "n_per_level", maximum=n, maximum_name="inputs in `acts`")
     bins = check_positive_int(bins, "bins")
     n_outputs = check_positive_int(n_outputs, "n_outputs")
+    q = check_in_range(q, "q", 0.0, 0.5)
     sim = None if similarity is None else as_similarity(similarity)
     col = a[:, unit : unit + 1]
     x = col[:, 0].astype(np.float64)
@@ -233,6 +237,9 @@ def unit_card_data(acts, items, unit: int, *, similarity: Similarity | str | Non
         raise ValueError("`acts`: the unit has no activation > 0, so `active_only=True` has no range to cover.")
     if rows.size < n_per_level:
         raise ValueError(f"`n_per_level` ({n_per_level}) exceeds the {rows.size} active inputs of the unit.")
+    if x[rows].min() == x[rows].max():
+        raise ValueError(f"`acts`: unit {unit} has a constant response{' over its active inputs' if active_only else ''} "
+                         f"({x[rows][0]:g}), so there is no range to show or exemplars to rank.")
     values = np.quantile(x[rows], levels)
     sub, resp = quantile_exemplars(col[rows], levels, n_per_level, targets=values[None].astype(np.float32))
     idx = rows[sub[0]].astype(np.int64)
