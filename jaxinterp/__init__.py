@@ -8,7 +8,8 @@ The flat public API. Each capability also lives in its own subpackage:
 - ``jaxinterp.interpretability``: the interpretability index and in-silico 2AFC psychophysics;
 - ``jaxinterp.midrange``: the whole range of activations and mid-range data curation;
 - ``jaxinterp.toy``: incidental polysemanticity and superposition toy models;
-- ``jaxinterp.datasets``, ``jaxinterp.models``, ``jaxinterp.sharding``, ``jaxinterp.checkpoint``.
+- ``jaxinterp.datasets``, ``jaxinterp.models``, ``jaxinterp.sharding``, ``jaxinterp.checkpoint``;
+- ``jaxinterp.distributed``: multi-process runs (``python -m jaxinterp.launch -n N -- ...``).
 
 ``jaxinterp.capture`` is both the subpackage and, being callable, the function
 ``jaxinterp.capture.capture``: ``jaxinterp.capture(model.apply)`` works either way.
@@ -25,8 +26,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("capture", "checkpoint", "datasets", "directions", "interpretability", "midrange", "models",
-                "polytope", "sharding", "streaming", "toy")
+_SUBPACKAGES = ("capture", "checkpoint", "datasets", "directions", "distributed", "interpretability", "midrange",
+                "models", "polytope", "sharding", "streaming", "toy")
 
 # public name -> module that defines it (attribute of the same name)
 _EXPORTS: dict[str, str] = {

@@ -26,7 +26,7 @@ from jaxinterp.studies.base import Study, StudyConfig, execute, unwrap_optional
 from jaxinterp.studies.registry import get_study, study_names
 
 LOCK_NAME = ".jaxinterp.lock"
-_RESERVED = {"out", "quick", "no_progress", "only", "command", "study"}
+_RESERVED = {"out", "quick", "no_progress", "only", "command", "study", "processes"}
 
 
 class CLIError(Exception):
@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         study = get_study(name)
         p = run_sub.add_parser(name, help=study.description, description=study.description)
         _common(p, "out")
+        p.add_argument("--processes", type=int, default=1, metavar="N",
+                       help="run as N local processes of one multi-process JAX run (process 0 writes)")
         add_config_arguments(p, study.config)
 
     rep = sub.add_parser("reproduce", help="run every study and write DIR/report.html")
@@ -286,6 +288,11 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "run":
         study = get_study(args.study)
         config = config_from_args(study.config, args, quick=args.quick)
+        if not _is_main_process():   # computes its share of the run; process 0 writes
+            from jaxinterp.studies.base import run
+
+            run(study, config)
+            return 0
         with locked_out_dir(args.out):
             payload = _execute(study, args, config)
         print(f"{args.study}: {payload['seconds']:.1f}s -> {args.out / (args.study + '.json')}")
@@ -293,10 +300,43 @@ def _main(args: argparse.Namespace) -> int:
     return _reproduce(args)
 
 
+def _is_main_process() -> bool:
+    """Join the multi-process run when started by ``--processes``; True unless a process other than 0."""
+    from jaxinterp.launch import PROCESS_ID_ENV
+
+    if not os.environ.get(PROCESS_ID_ENV):
+        return True
+    from jaxinterp import distributed
+
+    distributed.initialize()
+    return distributed.is_main_process()
+
+
+def _relaunch(args: argparse.Namespace, argv: list[str]) -> int:
+    """``run ... --processes N``: this command without ``--processes``, as N processes (``jaxinterp.launch``)."""
+    from jaxinterp import launch
+
+    if args.processes < 1:
+        raise CLIError(f"--processes: must be >= 1; got {args.processes}")
+    config_from_args(get_study(args.study).config, args, quick=args.quick)   # bad flags: one error, here
+    rest, skip = [], False
+    for token in argv:
+        if skip or token.startswith("--processes="):
+            skip = False
+            continue
+        skip = token == "--processes"
+        if not skip:
+            rest.append(token)
+    return launch.launch([sys.executable, "-m", "jaxinterp.cli", *rest], args.processes)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jaxinterp`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "processes", 1) != 1:
+            return _relaunch(args, argv)
         return _main(args)
     except CLIError as e:
         print(f"jaxinterp: error: {e}", file=sys.stderr)

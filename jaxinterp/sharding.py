@@ -34,9 +34,9 @@ from jaxinterp._validation import check_positive_int
 
 DEFAULT_AXIS = "instances"
 
+# ``put`` and ``gather`` are the building blocks of ``jaxinterp.distributed`` (which exports ``gather``)
 __all__ = ["DEFAULT_AXIS", "leading_axis_mesh", "leading_sharding", "replicated", "padded_size", "pad_leading",
-           "unpad_leading", "shard_leading", "replicate", "put", "gather", "CACHE_ENV", "default_cache_dir",
-           "enable_compilation_cache"]
+           "unpad_leading", "shard_leading", "replicate", "CACHE_ENV", "default_cache_dir", "enable_compilation_cache"]
 
 
 def leading_axis_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = DEFAULT_AXIS) -> Mesh:

@@ -76,20 +76,27 @@ _WORKER = textwrap.dedent("""
         r = collisions_sweep(jax.random.key(1), CFG, [8], 8, chunk_size=10, checkpoint_dir=ckpt)
         return {k: np.asarray(r[k]) for k in ("counts", "final_loss", "match_rate", "mean_rank")}
 
-    def sae(ckpt=None, stop_after=0):
+    LEARNER = jd.sae(16, kind="relu", batch_size=B, steps=STEPS, aux_k=0, grad_clip=0.0)
+
+    def sae(ckpt=None, stop_after=0, parallel=True):
         # each process yields only its own rows of every global batch
         driver.run_chunks = stopping_after(stop_after, False)
-        rows = distributed.local_rows(B, mesh)
+        rows = distributed.local_rows(B, mesh) if parallel else slice(None)
         batches = [X[i * B:(i + 1) * B][rows] for i in range(STEPS)]
-        learner = jd.sae(16, kind="relu", batch_size=B, steps=STEPS, aux_k=0, grad_clip=0.0)
-        d = jd.fit(learner, batches, key=jax.random.key(2), mesh=mesh, chunk_size=10, checkpoint_path=ckpt)
+        d = jd.fit(LEARNER, batches, key=jax.random.key(2), mesh=mesh if parallel else None, chunk_size=10,
+                   checkpoint_path=ckpt)
         return np.asarray(d.components)
+
+    def sae_sampled():
+        # minibatches drawn from the array; each process reads the rows of its devices
+        return np.asarray(jd.fit(LEARNER, X, key=jax.random.key(3), mesh=mesh, chunk_size=10).components)
 
     def save(name, tree):
         np.savez(os.path.join(out, f"{name}_p{me}of{n_proc}.npz"), **tree)
 
     if stage in ("full", "full+interrupt"):
-        save("full", dict(sae=sae(), **sweep()))
+        serial = {"sae_serial": sae(parallel=False)} if n_proc == 1 else {}
+        save("full", dict(sae=sae(), sae_sampled=sae_sampled(), **serial, **sweep()))
     if stage == "full+interrupt":
         try:
             sae(os.path.join(ckpt_dir, "sae.npz"), stop_after=2)
@@ -129,6 +136,8 @@ def test_two_processes_match_one_and_resume_on_another_count(tmp_path):
     assert ref.returncode == 0, ref.stderr[-3000:]
     (want,) = _load(tmp_path, "full", 1)
     assert want["counts"].shape == (1, 8)
+    # data-parallel over 4 devices = one device, up to the order of the batch sums
+    np.testing.assert_allclose(want["sae"], want["sae_serial"], rtol=0, atol=SAE_ATOL)
 
     two = _launch(tmp_path, 2, "full+interrupt")         # ends killed, see below
     assert all((tmp_path / "out" / f"full_p{p}of2.npz").exists() for p in range(2)), two.stderr[-3000:]
@@ -136,6 +145,9 @@ def test_two_processes_match_one_and_resume_on_another_count(tmp_path):
         for name in ("counts", "final_loss", "match_rate", "mean_rank"):
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)
         np.testing.assert_allclose(got["sae"], want["sae"], rtol=0, atol=SAE_ATOL)
+        np.testing.assert_allclose(got["sae_sampled"], want["sae_sampled"], rtol=0, atol=SAE_ATOL)
+        print("SAE, 2 x 2 against 1 x 4: max |difference|", np.abs(got["sae"] - want["sae"]).max(),
+              np.abs(got["sae_sampled"] - want["sae_sampled"]).max())
 
     assert two.returncode != 0, two.stderr[-3000:]      # KILLED, or the coordinator's abort
     sae_meta = checkpoint.read_metadata(tmp_path / "ckpt" / "sae.npz")
@@ -207,3 +219,72 @@ def test_launch_rejects_bad_arguments():
     env = launch.process_env(1, 2, "127.0.0.1:1234", base={"A": "b"})
     assert env == {"A": "b", "JAX_COORDINATOR_ADDRESS": "127.0.0.1:1234", "JAXINTERP_NUM_PROCESSES": "2",
                    "JAXINTERP_PROCESS_ID": "1"}
+
+
+# ---------------------------------------------------------------- distributed helpers in one process
+
+
+def test_initialize_checks_its_settings_before_starting_anything():
+    from jaxinterp import distributed
+
+    with pytest.raises(ValueError, match="process_id"):
+        distributed.initialize("127.0.0.1:1234", 2)
+    with pytest.raises(ValueError, match="host:port"):
+        distributed.initialize("localhost", 2, 0)
+    with pytest.raises(ValueError, match="process_id"):
+        distributed.initialize("127.0.0.1:1234", 2, 2)
+    with pytest.raises(ValueError, match="num_processes"):
+        distributed.initialize("127.0.0.1:1234", 0, 0)
+    assert distributed.initialize("127.0.0.1:1234", 1, 0) is False      # one process: nothing to join
+    assert not distributed.is_initialized() and distributed.is_main_process()
+
+
+def test_one_process_helpers_are_the_identity():
+    import jax
+
+    from jaxinterp import distributed
+
+    mesh = distributed.global_mesh()
+    assert mesh.size == jax.device_count()
+    n = 2 * mesh.size
+    assert distributed.local_rows(n, mesh) == slice(0, n)
+    local = np.arange(3.0 * n).reshape(n, 3)
+    whole = distributed.from_process_local(local, mesh)
+    assert whole.shape == (n, 3)
+    got = distributed.gather({"x": whole, "k": jax.random.split(jax.random.key(0), 2)})
+    assert isinstance(got["x"], np.ndarray)
+    np.testing.assert_array_equal(got["x"], local)
+    np.testing.assert_array_equal(jax.random.key_data(got["k"]), jax.random.key_data(jax.random.split(jax.random.key(0), 2)))
+    with pytest.raises(ValueError, match="n_rows"):
+        distributed.local_rows(0, mesh)
+    with pytest.raises(TypeError, match="mesh"):
+        distributed.from_process_local(local, "mesh")
+    with pytest.raises(ValueError, match="axis"):
+        distributed.from_process_local(local, mesh, axis=2)
+
+
+def test_fit_mesh_is_checked():
+    import jax
+
+    from jaxinterp import directions as jd
+    from jaxinterp import distributed
+
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="mesh"):
+        jd.fit(jd.pca(2), x, key=jax.random.key(0), mesh=distributed.global_mesh())
+    with pytest.raises(TypeError, match="mesh"):
+        jd.fit(jd.sae(4, batch_size=8, steps=2), x, key=jax.random.key(0), mesh="devices")
+
+
+def test_cli_processes_relaunches_the_same_command(monkeypatch, tmp_path, capsys):
+    from jaxinterp import cli
+
+    seen = []
+    monkeypatch.setattr(launch, "launch", lambda command, n: seen.append((command, n)) or 0)
+    argv = ["run", "incidental", "--quick", "--processes", "2", "--seeds", "3", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    assert seen == [([sys.executable, "-m", "jaxinterp.cli", "run", "incidental", "--quick", "--seeds", "3",
+                      "--out", str(tmp_path)], 2)]
+    assert cli.main(["run", "incidental", "--processes=0"]) == 2
+    assert cli.main(["run", "incidental", "--processes", "2", "--seeds", "0"]) == 2    # checked before launching
+    assert "--seeds" in capsys.readouterr().err and len(seen) == 1
