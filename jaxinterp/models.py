@@ -156,7 +156,8 @@ def _train_chunk_impl(carry, keys, xs, ys, *, model: nn.Module, settings: _Setti
         p, s = carry
         idx = jax.random.choice(k, settings.n, (settings.batch_size,), replace=False)
         loss, g = jax.value_and_grad(loss_fn)(p, xs[idx], ys[idx])
-        upd, s = opt.update(g, s, p)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes int32 step counts with Python floats
+            upd, s = opt.update(g, s, p)
         return (optax.apply_updates(p, upd), s), loss
 
     return jax.lax.scan(step, carry, keys)

@@ -170,11 +170,11 @@ def _moments_update(s: _Moments, a: jax.Array, ok: jax.Array, nonfinite: jax.Arr
     safe = jnp.where(ok, a, 0.0)
     scale = jnp.maximum(s.scale, jnp.max(jnp.abs(safe), axis=0))
     div = jnp.where(scale > 0, scale, 1.0)
-    a_s = safe / div
+    a_s = safe / div[None, :]
     n_b = w.sum(0)
     n = s.count + n_b
     mean_b_s = (a_s * w).sum(0) / jnp.maximum(n_b, 1.0)
-    m2_b = (((a_s - mean_b_s) ** 2) * w).sum(0)
+    m2_b = (((a_s - mean_b_s[None, :]) ** 2) * w).sum(0)
     delta = mean_b_s - s.mean / div
     mean = s.mean + delta * div * n_b / jnp.maximum(n, 1.0)
     m2 = s.m2 * (s.scale / div) ** 2 + m2_b + delta**2 * s.count * n_b / jnp.maximum(n, 1.0)

@@ -17,12 +17,18 @@ def random_relu_net(seed, sizes, bias_scale, dtype=np.float64):
     bs32 = [jnp.asarray(bias_scale * rng.normal(size=b), jnp.float32) for b in sizes[1:]]
 
     def f(x):
-        h = x
+        h = jnp.asarray(x, jnp.float32)
         for w, b in zip(ws32[:-1], bs32[:-1]):
-            h = jax.nn.relu(h @ w + b)
-        return h @ ws32[-1] + bs32[-1]
+            h = jax.nn.relu(dense(h, w, b))
+        return dense(h, ws32[-1], bs32[-1])
 
     return f, [np.asarray(w, dtype) for w in ws32], [np.asarray(b, dtype) for b in bs32]
+
+
+def dense(h, w, b):
+    """``h @ w + b`` with the bias broadcast explicitly over the leading axes of ``h [..., a]``."""
+    y = h @ w
+    return y + b.reshape((1,) * (y.ndim - 1) + (-1,))
 
 
 def numpy_signs(ws, bs, x):

@@ -24,8 +24,8 @@ class LinenMLP(nn.Module):
 def hand_mlp(params, x):
     """The two hidden pre-activations of LinenMLP, written out."""
     p = params["params"]
-    z0 = x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
-    z1 = jnp.maximum(z0, 0) @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
+    z0 = x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"][None, :]
+    z1 = jnp.maximum(z0, 0) @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"][None, :]
     return [z0, z1]
 
 
@@ -72,7 +72,7 @@ def test_linen_cnn_matches_hand_written(key):
     def conv(h, layer):
         y = jax.lax.conv_general_dilated(h, p[layer]["kernel"], (1, 1), "SAME",
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return y + p[layer]["bias"]
+        return y + p[layer]["bias"][None, None, None, :]
 
     def pool(h):
         return jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
@@ -80,7 +80,7 @@ def test_linen_cnn_matches_hand_written(key):
     z0 = conv(x, "Conv_0")
     z1 = conv(pool(jnp.maximum(z0, 0)), "Conv_1")
     h = pool(jnp.maximum(z1, 0)).reshape(2, -1)
-    z2 = h @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
+    z2 = h @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"][None, :]
     for got, want in zip(acts.values(), [z0, z1, z2]):
         np.testing.assert_allclose(got, want, atol=1e-4)
 
@@ -98,7 +98,7 @@ def test_nnx_module_is_named_by_attribute_paths(key):
     x = jax.random.normal(key, (5, 4))
     out, acts = capture(net)(x)
     assert list(acts) == ["hidden/relu"]
-    want = x @ net.hidden.kernel[...] + net.hidden.bias[...]
+    want = x @ net.hidden.kernel[...] + net.hidden.bias[...][None, :]
     np.testing.assert_allclose(acts["hidden/relu"], want, atol=ATOL)
     np.testing.assert_allclose(out, net(x), atol=ATOL)
     # the class is restored after tracing
@@ -111,8 +111,8 @@ def test_equinox_mlp(key):
     _, acts = capture(jax.vmap(mlp), module=mlp)(x)
     assert list(acts) == ["layers/0/relu", "layers/1/relu"]
     l0, l1 = mlp.layers[0], mlp.layers[1]
-    z0 = x @ l0.weight.T + l0.bias
-    z1 = jnp.maximum(z0, 0) @ l1.weight.T + l1.bias
+    z0 = x @ l0.weight.T + l0.bias[None, :]
+    z1 = jnp.maximum(z0, 0) @ l1.weight.T + l1.bias[None, :]
     np.testing.assert_allclose(acts["layers/0/relu"], z0, atol=ATOL)
     np.testing.assert_allclose(acts["layers/1/relu"], z1, atol=ATOL)
 
@@ -232,7 +232,7 @@ def test_two_threads_capture_at_once(key):
     assert not errors, errors
     for i, (x, acts) in results.items():
         assert list(acts) == ["hidden/relu"]
-        want = x @ nets[i].hidden.kernel[...] + nets[i].hidden.bias[...]
+        want = x @ nets[i].hidden.kernel[...] + nets[i].hidden.bias[...][None, :]
         np.testing.assert_allclose(acts["hidden/relu"], want, atol=ATOL)
     assert nnx.Linear.__dict__["__call__"] is original
 

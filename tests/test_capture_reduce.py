@@ -108,7 +108,7 @@ def test_conv_channel_means_never_read_the_map(strides, dilation, padding, group
     def fn(k, b, x):
         z = jax.lax.conv_general_dilated(x, k, strides, padding, rhs_dilation=dilation, feature_group_count=groups,
                                          dimension_numbers=layout)
-        return jax.nn.relu(z + b).max()  # the map is read by the forward, but summed by no one
+        return jax.nn.relu(z + b[None, None, None, :]).max()  # the map is read by the forward, but summed by no one
 
     _, full = capture(fn)(kernel, bias, x)
     maps = np.asarray(full["relu"], np.float64)  # [2, H', W', c_out]
@@ -141,7 +141,7 @@ def test_token_mean_of_a_dense_layer_comes_from_its_input(key):
     w = jax.random.normal(key, (6, 5))
     b = jax.random.normal(jax.random.key(3), (5,))
     x = jax.random.normal(jax.random.key(2), (4, 7, 6))
-    fn = lambda w, b, x: jax.nn.relu(x @ w + b)
+    fn = lambda w, b, x: jax.nn.relu(x @ w + b[None, None, :])
     _, full = capture(fn)(w, b, x)
     captured = capture(fn, reduce=token_mean())
     _, mean = jax.jit(captured)(w, b, x)

@@ -48,7 +48,7 @@ def _sym_decorrelation(w: jax.Array) -> jax.Array:
     """``(W W^T)^{-1/2} W``."""
     s, u = jnp.linalg.eigh(w @ w.T)
     s = jnp.maximum(s, jnp.finfo(w.dtype).tiny)
-    return (u * (1.0 / jnp.sqrt(s))) @ u.T @ w
+    return (u * (1.0 / jnp.sqrt(s))[None, :]) @ u.T @ w
 
 
 def _leading_axes(xt: jax.Array, k: int):
@@ -74,16 +74,16 @@ def _leading_axes(xt: jax.Array, k: int):
         u, sv_all, _ = jnp.linalg.svd(xt, full_matrices=False)
         rank = jnp.sum(sv_all > sv_all[0] * max(xt.shape) * eps * 10)
         u, sv = u[:, :k], sv_all[:k]
-    return u * jnp.where(u[0] < 0, -1.0, 1.0), sv, rank
+    return u * jnp.where(u[0] < 0, -1.0, 1.0)[None, :], sv, rank
 
 
 @partial(jax.jit, static_argnames=("k", "max_iter"))
 def _fastica(key, x, tol, alpha, *, k, max_iter):
     n = x.shape[0]
     mean = jnp.mean(x, axis=0)
-    xt = (x - mean).T  # [d, n]
+    xt = (x - mean[None, :]).T  # [d, n]
     u, d, rank = _leading_axes(xt, k)
-    kmat = (u / d).T  # [k, d]
+    kmat = (u / d[None, :]).T  # [k, d]
     x1 = (kmat @ xt) * jnp.sqrt(jnp.asarray(n, x.dtype))  # [k, n], white
     w0 = _sym_decorrelation(jax.random.normal(key, (k, k), x.dtype))
 

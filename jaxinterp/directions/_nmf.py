@@ -62,10 +62,10 @@ def _nndsvd(x, k, fill_mean):
     mp, mn = nup * nvp, nun * nvn
     use_p = mp > mn
     safe = lambda a: jnp.where(a > 0, a, 1.0)  # noqa: E731
-    uu = jnp.where(use_p[None, :], up / safe(nup), un / safe(nun))
+    uu = jnp.where(use_p[None, :], up / safe(nup)[None, :], un / safe(nun)[None, :])
     vv = jnp.where(use_p[:, None], vp / safe(nvp)[:, None], vn / safe(nvn)[:, None])
     lbd = jnp.sqrt(s * jnp.where(use_p, mp, mn))
-    w = uu * lbd
+    w = uu * lbd[None, :]
     h = vv * lbd[:, None]
     # the first singular pair has one sign: use it whole
     w = w.at[:, 0].set(jnp.sqrt(s[0]) * jnp.abs(u[:, 0]))

@@ -60,7 +60,7 @@ def _pca(x, k, method):
     s = jnp.where(s > 0, s, 1.0)
     xs = x / s
     mean_s = jnp.mean(xs, axis=0)
-    xc = xs - mean_s
+    xc = xs - mean_s[None, :]
     if method == "auto":
         method = "cov" if n >= 4 * x.shape[1] else "svd"
     if method == "cov":

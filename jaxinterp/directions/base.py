@@ -89,14 +89,14 @@ class Directions:
         The components are mapped through the input scaling (``component * scale``) and
         normalised, so they can be compared with planted features or neuron axes.
         """
-        v = self.components * self.scale
+        v = self.components * self.scale[..., None, :]
         return v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
     def normalize(self, x: jax.Array) -> jax.Array:
         """``(x - center) / scale`` for ``x [batch, d]``."""
         check_rank(x, "x", 2)
         check_shape(x, "x", (None, self.dim))
-        return (x - self.center) / self.scale
+        return (x - self.center[..., None, :]) / self.scale[..., None, :]
 
     def encode(self, x: jax.Array) -> jax.Array:
         """Responses of every direction to ``x``.
@@ -131,7 +131,7 @@ class Directions:
         check_rank(codes, "codes", 2)
         if codes.shape[-1] != self.n_directions:
             raise ValueError(f"`codes` must have shape (*, {self.n_directions}); got {codes.shape}.")
-        return (codes @ self.components) * self.scale + self.center
+        return (codes @ self.components) * self.scale[..., None, :] + self.center[..., None, :]
 
     def reconstruct(self, x: jax.Array) -> jax.Array:
         """``decode(codes(x))``, ``[batch, d] -> [batch, d]``."""

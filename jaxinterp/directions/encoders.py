@@ -53,7 +53,8 @@ class Linear(Encoder):
 
     def pre(self, u: jax.Array) -> jax.Array:
         """``u @ weight + bias``, ``[batch, k]``."""
-        return u @ self.weight + self.bias
+        y = u @ self.weight
+        return y + self.bias.reshape((1,) * (y.ndim - 1) + (-1,))
 
     def encode(self, u, components):
         return self.pre(u)
@@ -93,7 +94,7 @@ class JumpReLU(Linear):
 
     def encode(self, u, components):
         pre = self.pre(u)
-        return jnp.where(pre > self.threshold, pre, 0.0)
+        return jnp.where(pre > self.threshold.reshape((1,) * (pre.ndim - 1) + (-1,)), pre, 0.0)
 
 
 @_register

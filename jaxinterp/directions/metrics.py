@@ -181,8 +181,8 @@ def correlation_matrix(a: jax.Array, b: jax.Array) -> jax.Array:
 
 @jax.jit
 def _correlation_matrix(a, b):
-    a = a - jnp.mean(a, axis=0)
-    b = b - jnp.mean(b, axis=0)
+    a = a - jnp.mean(a, axis=0, keepdims=True)
+    b = b - jnp.mean(b, axis=0, keepdims=True)
     a, b = a / _max_abs(a, 0), b / _max_abs(b, 0)  # no overflow in the norms
     na = jnp.linalg.norm(a, axis=0)
     nb = jnp.linalg.norm(b, axis=0)

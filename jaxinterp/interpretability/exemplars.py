@@ -182,7 +182,7 @@ def _select(acts: Array, k: int, lower: Array, upper: Array) -> tuple[Array, Arr
     units = acts.shape[1]
     idx = jnp.arange(acts.shape[0], dtype=jnp.int32)
     valid = jnp.ones((acts.shape[0], 1), bool)  # [batch, 1]: every row is real
-    inside = (acts >= lower) & (acts <= upper)
+    inside = (acts >= lower[None, :]) & (acts <= upper[None, :])
     top = _topk_update(_topk_init(units, k), jnp.where(inside, acts, -jnp.inf), idx, valid)
     bottom = _topk_update(_topk_init(units, k), jnp.where(inside, -acts, -jnp.inf), idx, valid)
     return top.indices, top.values, bottom.indices, -bottom.values
@@ -400,7 +400,7 @@ def _check_kept(kept: np.ndarray, need: int, q: float) -> None:
 def _nearest_scores(a: Array, targets: Array) -> Array:
     """``-|a[:, u] - targets[u, l]|`` as ``[batch, units * levels]`` (unit-major slots)."""
     levels = targets.shape[1]
-    return -jnp.abs(jnp.repeat(a, levels, axis=1) - targets.reshape(-1))
+    return -jnp.abs(jnp.repeat(a, levels, axis=1) - targets.reshape(1, -1))
 
 
 @jax.jit
@@ -497,7 +497,7 @@ def stream_exemplars(response_fn: ResponseFn, data: Any, k: int, *, batch_size: 
 def _range_scores(a: Array, bounds: tuple[Array, Array]) -> Array:
     """``[batch, 2 * units]``: responses (then negated responses) inside ``bounds``, else -inf."""
     lo, hi = bounds
-    inside = (a >= lo) & (a <= hi)
+    inside = (a >= lo[None, :]) & (a <= hi[None, :])
     return jnp.concatenate([jnp.where(inside, a, -jnp.inf), jnp.where(inside, -a, -jnp.inf)], axis=1)
 
 

@@ -168,7 +168,7 @@ def direction_values(features, direction, *, normalize: bool = True) -> jax.Arra
         if is_concrete(norm) and float(norm) == 0.0:
             raise ValueError("`direction` is the zero vector; it has no direction to project on.")
         d = d / norm
-    return jnp.asarray(features) @ d
+    return jnp.asarray(features).astype(d.dtype) @ d
 
 
 def check_attribute(attribute, values, name: str = "attribute", values_name: str = "values") -> None:

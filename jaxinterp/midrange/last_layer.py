@@ -55,7 +55,7 @@ def _fista(z, y, weight, lam, n_classes: int, max_iter: int, tol):
 
     def smooth(params):
         w, b = params
-        ce = optax.softmax_cross_entropy(z @ w + b, onehot)
+        ce = optax.softmax_cross_entropy(z @ w + b[None, :], onehot)
         return jnp.sum(weight * ce) / total
 
     grad = jax.grad(smooth)
@@ -105,9 +105,9 @@ def _moments(f, rows, eps: float = 1e-8):
     count = rows.sum()
     big = jnp.max(jnp.abs(f) * rows[:, None], axis=0)
     big = jnp.where(big > 0, big, 1.0)
-    unit = f / big
+    unit = f / big[None, :]
     mean = (unit * rows[:, None]).sum(0) / count
-    std = jnp.sqrt((jnp.square(unit - mean) * rows[:, None]).sum(0) / count)
+    std = jnp.sqrt((jnp.square(unit - mean[None, :]) * rows[:, None]).sum(0) / count)
     mean, std = mean * big, std * big
     return mean, jnp.where(std > eps, std, 1.0)
 
@@ -115,7 +115,7 @@ def _moments(f, rows, eps: float = 1e-8):
 @functools.partial(jax.jit, static_argnames=("n_classes", "max_iter"))
 def _fit(f, rows, y, weight, lam, n_classes: int, max_iter: int, tol):
     mean, scale = _moments(f, rows)
-    z = (f - mean) / scale * rows[:, None]
+    z = (f - mean[None, :]) / scale[None, :] * rows[:, None]
     weights, bias, n_iter = _fista(z, y, weight, lam, n_classes, max_iter, tol)
     return mean, scale, weights, bias, n_iter
 
@@ -201,4 +201,5 @@ def last_layer_logits(layer: LastLayer, features) -> jax.Array:
     if np.shape(features)[1] != np.shape(layer.mean)[0]:
         raise ValueError(f"`features` must have {np.shape(layer.mean)[0]} columns (the retraining features); "
                          f"got shape {tuple(np.shape(features))}.")
-    return ((jnp.asarray(features, jnp.float32) - layer.mean) / layer.scale) @ layer.weights + layer.bias
+    centred = jnp.asarray(features, jnp.float32) - jnp.asarray(layer.mean)[None, :]
+    return (centred / jnp.asarray(layer.scale)[None, :]) @ layer.weights + jnp.asarray(layer.bias)[None, :]

@@ -143,7 +143,7 @@ def _chi_square(table: jax.Array, correction: bool) -> ChiSquare:
         observed = jnp.where(dof == 1, adjusted, observed)
     terms = jnp.where(expected > 0, (observed - expected) ** 2 / jnp.where(expected > 0, expected, 1.0), 0.0)
     stat = jnp.where(dof > 0, n * terms.sum(), 0.0)
-    p = jnp.where(dof > 0, jax.scipy.stats.chi2.sf(stat, jnp.maximum(dof, 1)), 1.0)
+    p = jnp.where(dof > 0, jax.scipy.stats.chi2.sf(stat, jnp.maximum(dof, 1).astype(stat.dtype)), 1.0)
     return ChiSquare(stat, p, dof)
 
 

@@ -60,12 +60,13 @@ def pack_bits(bits: jax.Array) -> jax.Array:
     pad = n_words * 32 - n
     b = jnp.pad(bits.astype(jnp.uint32), [(0, 0)] * (bits.ndim - 1) + [(0, pad)])
     b = b.reshape(*bits.shape[:-1], n_words, 32)
-    return jnp.sum(b << jnp.asarray(_SHIFTS), axis=-1, dtype=jnp.uint32)  # distinct bits: sum == or
+    shifts = jnp.asarray(_SHIFTS).reshape((1,) * (b.ndim - 1) + (-1,))
+    return jnp.sum(b << shifts, axis=-1, dtype=jnp.uint32)  # distinct bits: sum == or
 
 
 def unpack_bits(words: jax.Array, n_bits: int) -> jax.Array:
     """Inverse of :func:`pack_bits`: uint32 ``[..., n_words]`` -> bool ``[..., n_bits]``."""
-    bits = (words[..., None] >> jnp.asarray(_SHIFTS)) & jnp.uint32(1)
+    bits = (words[..., None] >> jnp.asarray(_SHIFTS).reshape((1,) * words.ndim + (-1,))) & jnp.uint32(1)
     return bits.reshape(*words.shape[:-1], -1)[..., :n_bits].astype(bool)
 
 
@@ -240,7 +241,9 @@ def hamming_per_layer(a: jax.Array, b: jax.Array, layout: CodeLayout) -> jax.Arr
 
 def per_layer_counts(a: jax.Array, b: jax.Array, layout: CodeLayout) -> jax.Array:
     """:func:`hamming_per_layer` without argument checks (inside jitted code)."""
-    diff = jnp.bitwise_xor(a, b)[..., None, :] & jnp.asarray(layout.word_masks())
+    diff = jnp.bitwise_xor(a, b)[..., None, :]
+    masks = jnp.asarray(layout.word_masks())  # [n_layers, n_words]
+    diff = diff & masks.reshape((1,) * (diff.ndim - 2) + masks.shape)
     return jnp.sum(jax.lax.population_count(diff).astype(jnp.int32), axis=-1, dtype=jnp.int32)
 
 

@@ -219,7 +219,7 @@ def forward(w: jax.Array, x: jax.Array, noise: jax.Array | None = None) -> jax.A
     (w, x), dtype = _half_to_float32(w, x)
     hidden = x @ w
     if noise is not None:
-        hidden = hidden + jnp.asarray(noise, w.dtype)
+        hidden = hidden + jnp.asarray(noise, w.dtype)[None, :]
     return check_no_overflow(jax.nn.relu(hidden @ w.T), "`w` or `x`").astype(dtype)
 
 

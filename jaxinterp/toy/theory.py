@@ -306,7 +306,7 @@ def winner_agreement(w_init: jax.Array, w_final: jax.Array) -> dict[str, jax.Arr
     if np.shape(w_init) != np.shape(w_final):
         raise ValueError(f"`w_init` and `w_final` must have the same shape; got {np.shape(w_init)} and "
                          f"{np.shape(w_final)}.")
-    a0, a1 = jnp.abs(w_init), jnp.abs(w_final)
+    (a0, a1), _ = incidental._half_to_float32(jnp.abs(w_init), jnp.abs(w_final))  # toy functions compute in float32
     winner = jnp.argmax(a1, axis=-1)
     predicted = jnp.argmax(a0, axis=-1)
     win_init = jnp.take_along_axis(a0, winner[..., None], axis=-1)

@@ -159,7 +159,8 @@ def make_step(loss_and_grad: Callable, optimizer: optax.GradientTransformation) 
         # loss that ignores its key costs no random-number work (XLA drops the dead fold_in)
         k_step = jax.random.fold_in(state.key, state.step)
         value, grads = loss_and_grad(state.params, k_step, hyper)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes int32 step counts with Python floats
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state, state.key, state.step + 1, jnp.asarray(value, jnp.float32))
 
