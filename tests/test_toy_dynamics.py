@@ -124,3 +124,23 @@ def test_count_quantiles_match_numpy_blockwise():
     values = np.random.default_rng(0).integers(0, 20, (37, 11))
     np.testing.assert_allclose(dynamics.count_quantiles(values, (0.1, 0.5, 0.9), block=5),
                                np.quantile(values, (0.1, 0.5, 0.9), axis=1))
+
+
+@pytest.mark.parametrize("pad", [False, True])
+def test_collisions_dynamics_ends_at_the_sweeps_counts(tmp_path, pad):
+    """The last record of every seed is the count ``collisions_sweep`` reports (same keys, same training)."""
+    from jaxinterp.toy.sweep import collisions_sweep
+
+    base = inc.IncidentalConfig(n_features=8, n_hidden=8, steps=200, learning_rate=5e-2, l1=1e-2)
+    key = jax.random.key(7)
+    sweep = collisions_sweep(key, base, [8, 16], 4, chunk_size=100, pad=pad)
+    dyn = dynamics.collisions_dynamics(key, base, [8, 16], 4, record_every=20, record_dir=tmp_path, chunk_size=100)
+    np.testing.assert_array_equal(dyn["final_counts"], sweep["counts"])
+    assert dyn["count_quantiles"].shape == (2, len(dynamics.QUANTILES), 10) and list(dyn["steps"]) == list(
+        range(20, 220, 20))
+    recs = dynamics.load_records(tmp_path / "m16")
+    np.testing.assert_allclose(dyn["count_quantiles"][1], np.quantile(recs.values["polysemantic"], dynamics.QUANTILES,
+                                                                      axis=1))
+    np.testing.assert_allclose(dyn["count_mean"][1], np.mean(recs.values["polysemantic"], axis=1))
+    np.testing.assert_allclose(dyn["loss_median"][0], np.median(dynamics.load_records(tmp_path / "m8").values["loss"],
+                                                                axis=1), rtol=1e-6)

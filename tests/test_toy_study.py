@@ -33,8 +33,15 @@ def test_quick_study_writes_contract_metrics_and_figures(tmp_path):
     assert metrics["noise"]["final"][0][-1] > metrics["noise"]["initial"]
     for f in payload["figures"]:
         assert (tmp_path / f).stat().st_size > 1000
-    assert set(payload["figures"]) == {f"incidental_{w}.png" for w in ("collisions", "sparsification", "noise",
-                                                                        "superposition")}
+    assert set(payload["figures"]) == {f"incidental_{w}.png" for w in ("collisions", "dynamics", "sparsification",
+                                                                        "noise", "superposition")}
+    # the counts through training end at the final counts, for every m
+    dyn = metrics["dynamics"]
+    assert dyn["m"] == metrics["m"] and dyn["steps"][-1] == incidental_study.Config.quick().steps
+    np.testing.assert_allclose(dyn["final_count_mean"], metrics["count_mean"])
+    np.testing.assert_allclose(np.asarray(dyn["count_quantiles"])[:, 2, -1], np.median(counts, axis=1))
+    np.testing.assert_allclose(np.asarray(dyn["count_mean"])[:, -1], metrics["count_mean"])
+    assert len(dyn["steps"]) <= 50 and all(dyn["steps"][0] <= s <= dyn["steps"][-1] for s in dyn["settle_step"])
     # one scorecard row per m against n^2/4m, whose verdict follows the stated rule
     rows = [c for c in written["claims"] if c["claim"].startswith("polysemantic neurons")]
     assert len(rows) == k
@@ -44,11 +51,26 @@ def test_quick_study_writes_contract_metrics_and_figures(tmp_path):
         assert (row["verdict"] == HOLDS) == holds and row["figure"] == "incidental_collisions.png"
 
 
+def test_dynamics_summary_subsamples_and_finds_the_settling_step():
+    steps = np.arange(1, 121) * 10
+    median = np.minimum(np.arange(120), 30)[None].repeat(2, 0)          # settles at record 30 (step 310)
+    median[1, 100] = 29                                                   # one dip: settles after it
+    dyn = {"m": [8, 16], "steps": steps, "quantiles": [0.1, 0.5, 0.9], "count_quantiles": np.stack([median] * 3, 1),
+           "count_mean": median, "changes_median": median, "final_counts": np.full((2, 5), 30)}
+    summary = incidental_study.dynamics_summary(dyn, max_points=50)
+    assert summary["settle_step"] == [310, 1020]
+    assert len(summary["steps"]) <= 50 and summary["steps"][-1] == 1200
+    np.testing.assert_array_equal(summary["count_mean"][0], median[0][np.searchsorted(steps, summary["steps"])])
+    np.testing.assert_array_equal(summary["final_count_mean"], [30, 30])
+
+
 def test_config_rejects_bad_settings():
     with pytest.raises(ValueError, match="`l1` must be finite"):
         incidental_study.Config(l1=float("nan"))
     with pytest.raises(TypeError, match=r"`hidden\[0\]` must be an integer"):
         incidental_study.Config(hidden=(2.7,))
+    with pytest.raises(ValueError, match="`record_every` must be 0 or divide"):
+        incidental_study.Config(steps=100, chunk_size=100, record_every=30)
     with pytest.raises(ValueError, match="`seeds` must be positive"):
         incidental_study.Config(seeds=0)
     assert incidental_study.Config.paper_scale().hidden == (256, 512, 1024, 2048, 4096)

@@ -2,7 +2,10 @@
 
 The collisions sweep (default ``n = 64``, ``m = 64, 128, 256, 512``, 128 seeds, 7500 AdamW steps,
 ``lambda = 1e-3``, lr ``1e-3``, weight decay 0.01) counts polysemantic neurons per seed and
-compares the mean with ``n^2/(4m)``; the theory parts simulate the sparsification ODE against its
+compares the mean with ``n^2/(4m)``; the same seeds are trained again with the count of every seed
+recorded every ``record_every`` steps (``toy.dynamics``, streamed to disk), and the ``dynamics``
+figure shows its distribution over seeds through training at each m (median and quantile bands);
+the theory parts simulate the sparsification ODE against its
 closed forms, run the Bernoulli-vs-Gaussian noise experiment, measure how often the largest
 initial weight picks the final neuron, and train the classic superposition toy model
 (Elhage et al. 2022) over feature sparsity for contrast.
@@ -47,6 +50,10 @@ class Config(StudyConfig):
       chunk_size: steps per compiled scan chunk.
       pad: pad all m to the largest and train them in one program.
       checkpoint_dir: folder for resumable checkpoints (one per m); None for none.
+      record_every: steps between records of the training dynamics (divides ``steps`` and
+        ``chunk_size``); 0 skips the dynamics (and their second training of the sweep's seeds).
+      dynamics_dir: folder for the dynamics' record files (one folder per m); None: a
+        temporary folder.
       noise_steps: SGD steps of the noise experiment.
       noise_seeds: runs per noise kind and scale.
       superposition_steps: training steps of each superposition toy model.
@@ -65,6 +72,8 @@ class Config(StudyConfig):
     chunk_size: int = 500
     pad: bool = False
     checkpoint_dir: str | None = None
+    record_every: int = 50
+    dynamics_dir: str | None = None
     noise_steps: int = 20_000
     noise_seeds: int = 5
     superposition_steps: int = 3000
@@ -96,6 +105,10 @@ class Config(StudyConfig):
         if self.noise_steps < 100:
             raise ValueError(f"`noise_steps` must be at least 100 (the fourth norm is recorded every 100 steps); "
                              f"got {self.noise_steps}.")
+        if self.record_every < 0 or (self.record_every and (self.steps % self.record_every
+                                                             or self.chunk_size % self.record_every)):
+            raise ValueError(f"`record_every` must be 0 or divide `steps` ({self.steps}) and `chunk_size` "
+                             f"({self.chunk_size}); got {self.record_every}.")
         for name in ("l1", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0; got {getattr(self, name)}.")
@@ -116,6 +129,8 @@ class Result(NamedTuple):
       ode: ``theory.sparsification_agreement`` of the trace.
       noise: ``theory.NoiseResult``.
       superposition: ``toy.superposition.sweep_sparsity``'s dict.
+      dynamics: ``toy.dynamics.collisions_dynamics``'s dict (counts through training), or
+        None when ``record_every`` is 0.
     """
 
     config: Config
@@ -124,11 +139,13 @@ class Result(NamedTuple):
     ode: dict[str, float]
     noise: Any
     superposition: dict[str, Any]
+    dynamics: dict[str, Any] | None = None
 
 
 def compute(config: Config, key) -> Result:
-    """Run the collisions sweep, the sparsification ODE, the noise experiment and the superposition sweep."""
-    from jaxinterp.toy import incidental, superposition, sweep, theory
+    """Run the collisions sweep and its dynamics, the sparsification ODE, the noise experiment and the
+    superposition sweep."""
+    from jaxinterp.toy import dynamics, incidental, superposition, sweep, theory
 
     progress = progress_enabled()
     base = incidental.IncidentalConfig(n_features=config.n_features, n_hidden=config.hidden[0], l1=config.l1,
@@ -137,6 +154,11 @@ def compute(config: Config, key) -> Result:
     res = sweep.collisions_sweep(named_key(key, "collisions"), base, list(config.hidden), config.seeds,
                                  chunk_size=config.chunk_size, pad=config.pad, checkpoint_dir=config.checkpoint_dir,
                                  progress=progress)
+    dyn = None
+    if config.record_every:
+        dyn = dynamics.collisions_dynamics(named_key(key, "collisions"), base, list(config.hidden), config.seeds,
+                                           record_every=config.record_every, record_dir=config.dynamics_dir,
+                                           chunk_size=config.chunk_size, progress=progress)
     m_ode, l1_ode = config.sparsification_m, config.sparsification_l1
     trace = theory.simulate_sparsification(named_key(key, "sparsification"), m_ode, l1_ode)
     noise = theory.noise_experiment(named_key(key, "noise"), steps=config.noise_steps, n_seeds=config.noise_seeds,
@@ -144,7 +166,7 @@ def compute(config: Config, key) -> Result:
     sup_cfg = superposition.SuperpositionConfig(steps=config.superposition_steps, batch_size=256)
     sup = superposition.sweep_sparsity(named_key(key, "superposition"), sup_cfg, list(config.feature_probabilities),
                                        progress=progress)
-    return Result(config, res, trace, theory.sparsification_agreement(trace, m_ode, l1_ode), noise, sup)
+    return Result(config, res, trace, theory.sparsification_agreement(trace, m_ode, l1_ode), noise, sup, dyn)
 
 
 def metrics(result: Result) -> dict:
@@ -168,7 +190,39 @@ def metrics(result: Result) -> dict:
                   "final": noise.fourth_norm[..., -1].mean(axis=-1)},
         "superposition": {k: sup[k] for k in ("feature_probability", "dimensions_per_feature", "n_represented",
                                               "loss", "feature_dimensionality")},
+        "dynamics": None if result.dynamics is None else dynamics_summary(result.dynamics),
     }
+
+
+def dynamics_summary(dyn: dict, max_points: int = 50) -> dict:
+    """A compact summary of the counts through training, at most ``max_points`` recorded steps.
+
+    Keys: ``steps [p]`` (every few records, the last included), ``quantiles``,
+    ``count_quantiles [k, q, p]`` and ``count_mean [k, p]`` over seeds, ``changes_median [k, p]``
+    (features changing neuron between records), ``final_count_mean [k]`` (the last record's),
+    ``settle_step [k]`` (the first recorded step from which the median count stays at its final
+    value).
+    """
+    steps = np.asarray(dyn["steps"])
+    idx = np.arange(len(steps) - 1, -1, -max(1, -(-len(steps) // max_points)))[::-1]
+    return {"m": list(dyn["m"]), "steps": steps[idx], "quantiles": list(dyn["quantiles"]),
+            "count_quantiles": np.asarray(dyn["count_quantiles"])[:, :, idx],
+            "count_mean": np.asarray(dyn["count_mean"])[:, idx],
+            "changes_median": np.asarray(dyn["changes_median"])[:, idx],
+            "final_count_mean": np.asarray(dyn["final_counts"]).mean(axis=1),
+            "settle_step": [_settle_step(steps, row) for row in _middle(dyn)]}
+
+
+def _middle(dyn: dict) -> np.ndarray:
+    """``[k, n_records]``: the median count over seeds (the mean when 0.5 is not among the quantiles)."""
+    q = list(dyn["quantiles"])
+    return np.asarray(dyn["count_quantiles"])[:, q.index(0.5)] if 0.5 in q else np.asarray(dyn["count_mean"])
+
+
+def _settle_step(steps: np.ndarray, series: np.ndarray) -> int:
+    """The first recorded step from which ``series`` stays at its final value."""
+    off = np.nonzero(series != series[-1])[0]
+    return int(steps[0] if off.size == 0 else steps[off[-1] + 1])
 
 
 def summary(result: Result) -> dict:
@@ -305,14 +359,41 @@ def _plot_superposition(fig, axes, sup: dict) -> None:
     fig.colorbar(im, ax=axes[1])
 
 
+def _plot_dynamics(ax, dyn: dict, n_features: int) -> None:
+    """Median and quantile bands over seeds of the polysemantic count vs step, one colour per m."""
+    from jaxinterp.plotting import colormap
+
+    cmap, q = colormap("viridis"), list(dyn["quantiles"])
+    cq, steps = np.asarray(dyn["count_quantiles"]), np.asarray(dyn["steps"])
+    for i, m in enumerate(dyn["m"]):
+        colour = cmap(0.85 * i / max(1, len(dyn["m"]) - 1))   # the pale end of viridis is hard to see
+        ax.fill_between(steps, cq[i, 0], cq[i, -1], color=colour, alpha=0.15, lw=0)
+        if len(q) >= 4:
+            ax.fill_between(steps, cq[i, 1], cq[i, -2], color=colour, alpha=0.3, lw=0)
+        ax.plot(steps, _middle(dyn)[i], color=colour, lw=1.5, label=f"m={m}")
+        ax.axhline(n_features**2 / (4 * m), color=colour, ls=":", lw=1)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("polysemantic neurons")
+    ax.set_title(f"count through training over {np.shape(dyn['final_counts'])[1]} seeds: median, "
+                 f"{q[1]:g}-{q[-2]:g} and {q[0]:g}-{q[-1]:g} quantiles; dotted $n^2/4m$" if len(q) >= 4
+                 else "count through training over seeds", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+
+
 def figures(result: Result) -> dict:
-    """``collisions`` (with the paper's counts), ``sparsification``, ``noise``, ``superposition``."""
+    """``collisions`` (with the paper's counts), ``dynamics`` (when recorded), ``sparsification``,
+    ``noise``, ``superposition``."""
     from jaxinterp.plotting import subplots
 
     out = {}
     fig, ax = subplots(figsize=(6, 4.4))
     _plot_collisions(ax, result.sweep)
     out["collisions"] = fig
+    if result.dynamics is not None:
+        fig, ax = subplots(figsize=(7, 4.6))
+        _plot_dynamics(ax, result.dynamics, result.sweep["n_features"])
+        out["dynamics"] = fig
     fig, ax = subplots(figsize=(6, 4.4))
     _plot_sparsification(ax, result.trace, result.config.sparsification_m, result.config.sparsification_l1)
     out["sparsification"] = fig

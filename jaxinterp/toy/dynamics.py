@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,10 +37,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp._validation import check_positive_int
-from jaxinterp.toy import incidental
+from jaxinterp.toy import incidental, training
 from jaxinterp.toy.training import StateRecord, TrainState
 
 META = "records.json"
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
 class Records(NamedTuple):
@@ -199,7 +201,7 @@ def incidental_record(*, low: float = 0.8, high: float = 1.2, min_features: int 
     return StateRecord(_IncidentalRecord(float(low), float(high), int(min_features)))
 
 
-def count_quantiles(values: np.ndarray, quantiles=(0.1, 0.25, 0.5, 0.75, 0.9), *, block: int = 4096) -> np.ndarray:
+def count_quantiles(values: np.ndarray, quantiles=QUANTILES, *, block: int = 4096) -> np.ndarray:
     """Quantiles over instances of a record ``[n_records, instances]``, read ``block`` records at a time.
 
     Args:
@@ -217,5 +219,67 @@ def count_quantiles(values: np.ndarray, quantiles=(0.1, 0.25, 0.5, 0.75, 0.9), *
     if q.ndim != 1 or q.size == 0 or np.any((q < 0) | (q > 1)):
         raise ValueError(f"`quantiles` must be levels in [0, 1]; got {quantiles}.")
     check_positive_int(block, "block")
-    parts = [np.quantile(np.asarray(values[i:i + block], float), q, axis=1) for i in range(0, len(values), block)]
-    return np.concatenate(parts, axis=1) if parts else np.zeros((q.size, 0))
+    return per_record(values, lambda b: np.quantile(b, q, axis=1), block=block)
+
+
+def per_record(values: np.ndarray, fn, *, block: int = 4096) -> np.ndarray:
+    """``fn`` of each block of ``block`` records of ``values [n_records, instances]`` (as float64),
+    concatenated along the last axis: statistics over instances without loading every record."""
+    return np.concatenate([fn(np.asarray(values[i:i + block], float)) for i in range(0, len(values), block)], axis=-1)
+
+
+def _summarise_run(path: Path, quantiles) -> dict:
+    """Per-record statistics over seeds of one size's record folder, a block of records at a time."""
+    recs = load_records(path)
+    v = recs.values
+    return {"count_quantiles": count_quantiles(v["polysemantic"], quantiles),
+            "count_mean": per_record(v["polysemantic"], lambda b: b.mean(axis=1)),
+            "changes_median": count_quantiles(v["assignment_changes"], (0.5,))[0],
+            "loss_median": count_quantiles(v["loss"], (0.5,))[0],
+            "final_counts": np.asarray(v["polysemantic"][-1]), "steps": recs.steps}
+
+
+def collisions_dynamics(key: jax.Array, base: incidental.IncidentalConfig, hidden_sizes, n_seeds: int, *,
+                        record_every: int, record_dir: str | os.PathLike | None = None, chunk_size: int = 500,
+                        quantiles=QUANTILES, progress: bool = False, shard: bool = True) -> dict:
+    """The collisions sweep's training, recorded: the polysemantic count of every seed through training.
+
+    The models are those of ``toy.collisions_sweep(key, base, hidden_sizes, n_seeds)`` (seed
+    ``s`` from ``jax.random.split(key, n_seeds)[s]``, one ``fit`` per ``m``), trained with
+    ``incidental_record()`` every ``record_every`` steps streamed to ``record_dir/m<m>``, so
+    thousands of seeds fit in bounded host memory; the summary is read back a block at a time.
+
+    Args:
+      key: root PRNG key (the sweep's).
+      base: settings shared by every size (``n_hidden`` and ``pad_hidden`` are replaced).
+      hidden_sizes: the ``m`` values.
+      n_seeds: instances per size.
+      record_every: record interval; divides ``base.steps`` and ``chunk_size``.
+      record_dir: folder for the record files (kept); None: a temporary folder, removed after
+        the summary is read.
+      chunk_size: steps per compiled chunk.
+      quantiles: quantile levels over seeds.
+      progress: show progress bars.
+      shard: split the seeds over all devices.
+
+    Returns:
+      dict: ``m [k]``, ``steps [n_records]``, ``quantiles [q]``, ``count_quantiles [k, q,
+      n_records]``, ``count_mean [k, n_records]``, ``changes_median [k, n_records]``
+      (features changing neuron per interval), ``loss_median [k, n_records]``, ``final_counts
+      [k, n_seeds]`` (the last record: the final weights' counts).
+    """
+    check_positive_int(n_seeds, "n_seeds")
+    sizes = [check_positive_int(m, "hidden_sizes") for m in hidden_sizes]
+    keys = jax.random.split(key, n_seeds)
+    with tempfile.TemporaryDirectory(prefix="jaxinterp-dynamics-") as tmp:
+        root = Path(tmp if record_dir is None else record_dir)
+        runs = []
+        for m in sizes:
+            cfg = dataclasses.replace(base, n_hidden=m, pad_hidden=0)
+            training.fit(incidental.make_init(cfg), incidental.make_loss_and_grad(cfg), incidental.make_optimizer(cfg),
+                         keys, steps=cfg.steps, chunk_size=chunk_size, record=incidental_record(),
+                         record_every=record_every, record_path=root / f"m{m}", run_id=cfg, progress=progress,
+                         desc=f"dynamics m={m}", shard=shard)
+            runs.append(_summarise_run(root / f"m{m}", quantiles))
+    out = {name: np.stack([r[name] for r in runs]) for name in runs[0] if name != "steps"}
+    return {"m": sizes, "steps": runs[0]["steps"], "quantiles": list(quantiles), **out}
