@@ -17,6 +17,13 @@ In jaxinterp:
 - checkpoints are host copies (``gather``) written by process 0 with ``jaxinterp.checkpoint``,
   independent of the mesh, so a run resumes on any number of processes.
 
+Why host copies and not orbax-checkpoint: the states checkpointed here (toy models of every
+seed, an SAE's replicated parameters and optimiser moments) fit in one host's memory, and the
+existing format already gives atomic writes, checksums, a previous checkpoint to fall back on
+and run fingerprints; a host copy has no layout, so resuming on another process count needs no
+resharding logic. The cost is one all-gather per checkpoint and a state bounded by host memory;
+a model sharded because it does not fit one host would need orbax's per-shard writes.
+
 Example (the same file runs in every process)::
 
     from jaxinterp import distributed
