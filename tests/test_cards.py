@@ -150,7 +150,8 @@ def test_similarities_by_name_and_alias():
     assert as_similarity("pixel").name == "pixel_l2" and as_similarity("mean_color").name == "mean_colour_l2"
     np.testing.assert_array_equal(interp.embed_items("pixel", x, np.arange(3)), x[:3].reshape(3, -1))
     assert interp.precomputed("mean_colour").name == "mean_colour_l2"
-    with pytest.raises(KeyError, match="`similarity`: unknown similarity 'pixels'; known by name: .*mean_colour_l2.*pixel"):
+    with pytest.raises(KeyError, match="`similarity`: unknown similarity 'pixels'; known by name: .*mean_colour_l2.*pixel"
+                       ):
         as_similarity("pixels")
     with pytest.raises(TypeError, match="`similarity` must be a Similarity or one of"):
         as_similarity(3)

@@ -94,7 +94,8 @@ def test_line_walk_repr_counts_match_the_walk():
     n = np.asarray(walk.n_crossings)
     _check_short(text, "LineWalk(", "paths=4", "layers=2", "units=32", "max_crossings=256",
                  f"crossings=median {np.median(n):.3g} in [{n.min():.3g}, {n.max():.3g}]",
-                 f"truncated={int(np.sum(walk.truncated))}", "flagged=0")
+                 f"truncated={int(np.sum(walk.truncated))}", f"flagged={int(np.sum(walk.flagged))}",
+                 f"max_affine_error={np.max(walk.affine_error):.3g}")
     _check_short(_traced_repr(walk), "paths=4", "positions=f32[4,256]")
     treescope = pytest.importorskip("treescope")
     rendered = treescope.render_to_text(walk)
@@ -164,8 +165,13 @@ def test_progress_bar_uses_plain_tqdm_without_ipywidgets(monkeypatch, has_widget
     import tqdm.std
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: (object() if has_widgets else None) if name == "ipywidgets" else real(name, *a))
+
+    def find_spec(name, *args):
+        if name == "ipywidgets":
+            return object() if has_widgets else None
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         bar = _progress.progress_bar(range(3), disable=True)

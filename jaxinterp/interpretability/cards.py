@@ -131,6 +131,20 @@ def _check_unit(unit, units: int) -> int:
     return int(unit)
 
 
+def _range_rows(x: np.ndarray, unit: int, active_only: bool, n_per_level: int) -> np.ndarray:
+    """Indices of the inputs the card's levels range over (all, or the active ones); the unit must vary on them."""
+    rows = np.flatnonzero(x > 0) if active_only else np.arange(x.size)
+    if rows.size == 0:
+        raise ValueError("`acts`: the unit has no activation > 0, so `active_only=True` has no range to cover.")
+    if rows.size < n_per_level:
+        raise ValueError(f"`n_per_level` ({n_per_level}) exceeds the {rows.size} active inputs of the unit.")
+    if x[rows].min() == x[rows].max():
+        where = " over its active inputs" if active_only else ""
+        raise ValueError(f"`acts`: unit {unit} has a constant response{where} "
+                         f"({x[rows][0]:g}), so there is no range to show or exemplars to rank.")
+    return rows
+
+
 def _scores(col: np.ndarray, items, similarity: Similarity | None, *, k: int, two_afc: bool | None,
             q: float) -> tuple[float | None, float | None]:
     """II and 2AFC of one unit (``col [n, 1]``); the 2AFC only when asked, or (None) when there are enough inputs."""
@@ -168,7 +182,8 @@ def _output_effects(readout, acts: np.ndarray, unit: int, top: np.ndarray, outpu
         effects, kind = w[unit], "weights"
     m = min(n_outputs, effects.size)
     if output_names is not None and len(output_names) != effects.size:
-        raise ValueError(f"`output_names` must name the {effects.size} outputs of the readout; got {len(output_names)}.")
+        raise ValueError(f"`output_names` must name the {effects.size} outputs of the readout; "
+                         f"got {len(output_names)}.")
     order = np.argsort(-effects, kind="stable")
     top_i, bottom_i = order[:m], order[::-1][:m]
     label = (lambda i: str(output_names[i])) if output_names is not None else str
@@ -232,14 +247,7 @@ def unit_card_data(acts, items, unit: int, *, similarity: Similarity | str | Non
     sim = None if similarity is None else as_similarity(similarity)
     col = a[:, unit : unit + 1]
     x = col[:, 0].astype(np.float64)
-    rows = np.flatnonzero(x > 0) if active_only else np.arange(n)   # the inputs the levels range over
-    if rows.size == 0:
-        raise ValueError("`acts`: the unit has no activation > 0, so `active_only=True` has no range to cover.")
-    if rows.size < n_per_level:
-        raise ValueError(f"`n_per_level` ({n_per_level}) exceeds the {rows.size} active inputs of the unit.")
-    if x[rows].min() == x[rows].max():
-        raise ValueError(f"`acts`: unit {unit} has a constant response{' over its active inputs' if active_only else ''} "
-                         f"({x[rows][0]:g}), so there is no range to show or exemplars to rank.")
+    rows = _range_rows(x, unit, bool(active_only), n_per_level)
     values = np.quantile(x[rows], levels)
     sub, resp = quantile_exemplars(col[rows], levels, n_per_level, targets=values[None].astype(np.float32))
     idx = rows[sub[0]].astype(np.int64)
