@@ -23,7 +23,7 @@ class MLP(nn.Module):
 
 def hand_mlp(p, x, edit0=lambda h: h, edit1=lambda h: h):
     """MLP forward with ``edit0`` / ``edit1`` applied to the two ReLU outputs."""
-    p = p["params"]
+    p = jax.tree_util.tree_map(np.asarray, p["params"])  # a numpy reference
     h = edit0(np.maximum(x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"], 0))
     h = edit1(np.maximum(h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"], 0))
     return h @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"]
@@ -57,7 +57,7 @@ def test_mean_ablation_and_directions(mlp):
                                atol=ATOL)
     # editing the pre-activation: the ReLU is applied to the edited value
     got = intervene(model.apply, {"Dense_1/relu": add_direction(d, 0.7)})(params, x)
-    p = params["params"]
+    p = jax.tree_util.tree_map(np.asarray, params["params"])
     h0 = np.maximum(np.asarray(x) @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"], 0)
     h1 = np.maximum(h0 @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"] + 0.7 * d, 0)
     np.testing.assert_allclose(got, h1 @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"], atol=ATOL)

@@ -29,7 +29,7 @@ def test_layer_statistics_against_direct_computation():
     tc = models.trained_classifier("mlp", "mnist1d")
     x = tc.dataset.x_test[:300]
     stats = layer_statistics(tc.model, tc.params, x, batch_size=64)
-    p = tc.params["params"]
+    p = jax.tree_util.tree_map(np.asarray, tc.params["params"])
     z0 = x.reshape(300, -1) @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
     s = stats["Dense_0/relu"]
     np.testing.assert_allclose(s["sparsity"], np.mean(z0 <= 0), atol=1e-6)

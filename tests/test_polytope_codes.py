@@ -13,6 +13,8 @@ from jaxinterp.polytope import (CodeLayout, Preactivations, codes_equal, count_p
                                 region_ids, relu_preactivations)
 from jaxinterp.polytope.codes import hash_codes, pack_bits, unpack_bits
 
+from _relu_nets import dense
+
 
 def _mlp_params(seed, sizes=(5, 7, 6, 3)):
     rng = np.random.default_rng(seed)
@@ -25,8 +27,8 @@ def _mlp(ws, bs):
     def f(x):
         h = x
         for w, b in zip(ws[:-1], bs[:-1]):
-            h = jax.nn.relu(h @ w + b)
-        return h @ ws[-1] + bs[-1]
+            h = jax.nn.relu(dense(h, w, b))
+        return dense(h, ws[-1], bs[-1])
     return f
 
 

@@ -68,7 +68,7 @@ def explained_variance(x: jax.Array, x_hat: jax.Array) -> jax.Array:
 @jax.jit
 def _explained_variance(x, x_hat):
     r = x - x_hat
-    xc = x - jnp.mean(x, axis=0)
+    xc = x - jnp.mean(x, axis=0, keepdims=True)
     rs, cs = _max_abs(r), _max_abs(xc)  # each sum of squares on its own scale: no overflow
     resid = jnp.sum((r / rs) ** 2)
     total = jnp.maximum(jnp.sum((xc / cs) ** 2), jnp.finfo(x.dtype).tiny)

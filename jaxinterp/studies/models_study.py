@@ -88,7 +88,7 @@ def layer_statistics(model, params, x, *, batch_size: int = 256) -> dict[str, di
         _, acts = captured(params, xb)
         out = {}
         for name, pre in acts.items():
-            out[name + "/post"] = pre * (pre > 0)
+            out[name + "/post"] = pre * (pre > 0).astype(pre.dtype)
             out[name + "/active"] = (pre > 0).astype(pre.dtype)
         return out
 
