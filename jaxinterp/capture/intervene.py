@@ -189,7 +189,7 @@ def _unit(direction: Any) -> Any:
 def project_out(direction: Any) -> Callable[[Any], Any]:
     """Remove the component along ``direction`` ``[units]`` (the last axis): ``v - (v . u) u``, ``u`` unit."""
     u = _unit(direction)
-    return lambda v: v - (v @ u)[..., None] * u
+    return lambda v: v - (v @ u)[..., None] * u.reshape((1,) * (v.ndim - 1) + (-1,))
 
 
 def add_direction(direction: Any, scale: Any = 1.0) -> Callable[[Any], Any]:
@@ -203,4 +203,4 @@ def add_direction(direction: Any, scale: Any = 1.0) -> Callable[[Any], Any]:
     elif jnp.ndim(scale) != 0 or not jnp.issubdtype(jnp.result_type(scale), jnp.floating):
         raise TypeError(f"`scale` must be a real scalar; got a traced value of shape {jnp.shape(scale)} and dtype "
                         f"{jnp.result_type(scale)}.")
-    return lambda v: v + scale * d
+    return lambda v: v + scale * d.reshape((1,) * (v.ndim - 1) + (-1,))
