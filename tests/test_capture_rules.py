@@ -19,7 +19,7 @@ D, HEADS, SEQ = 8, 2, 5
 def hand_layer_norm(x, scale, bias, eps):
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps) * scale + bias
+    return (x - mu) / np.sqrt(var + eps) * np.asarray(scale) + np.asarray(bias)
 
 
 def hand_gelu(z, approximate):
@@ -174,9 +174,9 @@ def hand_eqx_block(b, x):
     x = np.asarray(x, np.float64)
     h = hand_layer_norm(x, b.ln1.weight, b.ln1.bias, b.ln1.eps)
     logits, pattern, mixed = hand_attention(h, *split(a.query_proj), *split(a.key_proj), *split(a.value_proj))
-    resid = x + mixed.reshape(*mixed.shape[:-2], D) @ np.asarray(a.output_proj.weight).T + a.output_proj.bias
+    resid = x + mixed.reshape(*mixed.shape[:-2], D) @ np.asarray(a.output_proj.weight).T + np.asarray(a.output_proj.bias)
     h2 = hand_layer_norm(resid, b.ln2.weight, b.ln2.bias, b.ln2.eps)
-    pre = h2 @ np.asarray(b.up.weight).T + b.up.bias
+    pre = h2 @ np.asarray(b.up.weight).T + np.asarray(b.up.bias)
     return dict(ln1=x, ln1_post=h, logits=logits, pattern=pattern, ln2=resid, gelu=pre)
 
 
