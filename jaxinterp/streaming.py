@@ -200,7 +200,8 @@ def _topk_update(s: _TopK, a: jax.Array, idx: jax.Array, ok: jax.Array) -> _TopK
 def _histogram_update(hist: jax.Array, a: jax.Array, ok: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
     """Add ``a [batch, units]`` (where ``ok``) to per-unit histograms ``hist [units, bins]`` over [lo, hi]."""
     bins = hist.shape[1]
-    width = jnp.where(hi > lo, hi - lo, 1.0)
+    width = jnp.where(hi > lo, hi - lo, 1.0)[None, :]
+    lo = lo[None, :]
     frac = jnp.where(ok, (jnp.where(ok, a, lo) - lo) / width, 0.0)  # in [0, 1]: no overflow for 1e30
     pos = jnp.clip((frac * bins).astype(jnp.int32), 0, bins - 1)  # [batch, units]
     onehot = jax.nn.one_hot(pos, bins, dtype=jnp.float32) * ok.astype(jnp.float32)[:, :, None]

@@ -32,9 +32,14 @@ ITEM_LABELS = np.arange(1000) % 3                                     # integer 
 ITEMS_MODEL = "the similarity's embedding (a user network) decides which item ranks it accepts"
 
 
+def _f32(x):
+    """``x`` cast to float32 explicitly (the test models are float32; half-precision items are cast)."""
+    return jnp.asarray(x).astype(jnp.float32)
+
+
 def response_fn(batch):
     """A fixed response function (module level: the streamed selection's jit cache is reused)."""
-    return batch @ _W
+    return _f32(batch) @ _W
 
 
 @functools.lru_cache(maxsize=1)
@@ -44,7 +49,7 @@ def _flax_similarity():
     class Tiny(nn.Module):
         @nn.compact
         def __call__(self, x):
-            return nn.Dense(2)(nn.relu(nn.Dense(5)(x)))
+            return nn.Dense(2)(nn.relu(nn.Dense(5)(_f32(x))))
 
     model = Tiny()
     params = model.init(jax.random.key(0), ITEMS[:1])
@@ -52,7 +57,7 @@ def _flax_similarity():
 
 
 def _features(x):
-    return [jax.nn.relu(x @ _W)]
+    return [jax.nn.relu(_f32(x) @ _W)]
 
 
 def _figure_axes(fig) -> int:
@@ -154,7 +159,7 @@ def entries() -> list[Entry]:
               accept={"items.rank_up": ITEMS_MODEL, "items.huge": "channel-normalised features are scale-free"}),
         Entry("jaxinterp.interpretability.network_features",
               lambda items: interp.embed_items(interp.deep_feature(interp.network_features(
-                  lambda x: jnp.maximum(x @ _W, 0.0) @ _W.T)), items, SIDX), dict(items=ITEMS),
+                  lambda x: jnp.maximum(_f32(x) @ _W, 0.0) @ _W.T)), items, SIDX), dict(items=ITEMS),
               accept={"items.rank_up": ITEMS_MODEL, "items.huge": "channel-normalised features are scale-free"}),
         Entry("jaxinterp.interpretability.flax_deep_feature",
               lambda items: interp.embed_items(interp.flax_deep_feature(model, params), items, SIDX),

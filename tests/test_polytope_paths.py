@@ -9,7 +9,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from _relu_nets import numpy_signs, random_relu_net
+from _relu_nets import dense, numpy_signs, random_relu_net
 from jaxinterp import models
 from jaxinterp.polytope import (Preactivations, class_change_positions, exact_walk, layer_activations,
                                 relu_preactivations, sampled_boundary_counts)
@@ -65,8 +65,8 @@ def test_exact_walk_on_a_residual_network():
     b1, b2 = (0.3 * rng.normal(size=(2, 4))).astype(np.float32)
 
     def f(x):  # two residual blocks x + relu(x W + b)
-        h = x + jax.nn.relu(x @ w1 + b1)
-        return h + jax.nn.relu(h @ w2 + b2)
+        h = x + jax.nn.relu(dense(x, w1, b1))
+        return h + jax.nn.relu(dense(h, w2, b2))
 
     x0, x1 = rng.normal(size=(2, 3, 4)) * 3
     walk = exact_walk(f, x0, x1)
@@ -147,9 +147,9 @@ def test_walk_in_activation_space_counts_later_layers():
     p = params["params"]
 
     def tail(h):  # the network after Dense_0's ReLU
-        h = jax.nn.relu(h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"])
-        h = jax.nn.relu(h @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"])
-        return h @ p["Dense_3"]["kernel"] + p["Dense_3"]["bias"]
+        h = jax.nn.relu(dense(h, p["Dense_1"]["kernel"], p["Dense_1"]["bias"]))
+        h = jax.nn.relu(dense(h, p["Dense_2"]["kernel"], p["Dense_2"]["bias"]))
+        return dense(h, p["Dense_3"]["kernel"], p["Dense_3"]["bias"])
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(6, 3)).astype(np.float32)
@@ -244,8 +244,8 @@ def _kinky_net(seed, cast=None):
     def f(x):
         h = x if cast is None else x.astype(cast)
         for w, b, act in zip(ws32, bs32, acts):
-            h = act(h @ w + b)
-        return h @ ws32[-1] + bs32[-1]
+            h = act(dense(h, w, b))
+        return dense(h, ws32[-1], bs32[-1])
 
     return f, [np.asarray(w, np.float64) for w in ws32], [np.asarray(b, np.float64) for b in bs32]
 
@@ -301,7 +301,7 @@ def test_exact_walk_on_lax_conv_with_float32_weights_equals_dense_sampling():
     def f(x):  # [batch, 10, 1] -> lax-level convolutions with float32 parameters
         conv = lambda h, k: jax.lax.conv_general_dilated(h, jnp.asarray(k), (1,), "VALID",  # noqa: E731
                                                          dimension_numbers=("NWC", "WIO", "NWC"))
-        return conv(jax.nn.relu(conv(x, k1) + b1), k2).sum((1, 2))
+        return conv(jax.nn.relu(conv(x, k1) + b1.reshape(1, 1, -1)), k2).sum((1, 2))
 
     def signs(x):  # float64 numpy reference: [n, 8 * 4]
         win = np.stack([x[:, i : i + 3, :] for i in range(8)], 1)  # [n, 8, 3, 1]

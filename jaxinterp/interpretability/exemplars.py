@@ -245,7 +245,7 @@ def _bounds(acts: Array, q: float) -> tuple[Array, Array, Array]:
         lo, hi = acts.min(0), acts.max(0)
     else:
         lo, hi = jnp.quantile(acts, jnp.asarray([q, 1.0 - q], jnp.float32), axis=0)
-    return lo, hi, ((acts >= lo) & (acts <= hi)).sum(0)
+    return lo, hi, ((acts >= lo[None, :]) & (acts <= hi[None, :])).sum(0)
 
 
 _bounds_jit = jax.jit(_bounds, static_argnums=1)
