@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinterp.capture import FunctionRule, activation_names, capture, register_rule
+from jaxinterp import models
+from jaxinterp.capture import (FunctionRule, activation_names, capture, intervene, register_rule, token_mean,
+                               zero_ablate)
 from jaxinterp.capture.rules import RULES
 
 ATOL = 1e-5  # float32 forward passes computed two ways
@@ -256,10 +258,44 @@ def test_user_registered_function_rule(key):
         RULES.pop("squash_test")
 
 
+def test_module_outputs_of_the_transformer_are_named_by_module_path(key):
+    """Residual stream per block under its module path, equal to Flax's own record of each module's output.
+
+    ``jnp.tril`` / ``jnp.where`` inside the attention are jitted programs; values they return must
+    not be taken for outputs of the enclosing modules (they once came out as ``Block_0_0``, ...).
+    """
+    from jaxinterp.transformer import Transformer
+
+    model = Transformer(vocab=8, n_out=7, d_model=16, n_heads=2, d_mlp=32, n_layers=2)
+    tokens = jnp.array([[1, 2, 7], [3, 4, 7]])
+    params = model.init(key, tokens)
+    names = activation_names(model.apply, params, tokens, rules="activations", modules=True)
+    block = ["LayerNorm_0/layer_norm", "Attention_0/query", "Attention_0/key", "Attention_0/value",
+             "Attention_0/softmax", "Attention_0/out", "Attention_0", "LayerNorm_1/layer_norm", "mlp_in",
+             "mlp_in/gelu", "mlp_out"]
+    assert names == ["embed", *[f"Block_0/{n}" for n in block], "Block_0",
+                     *[f"Block_1/{n}" for n in block], "Block_1", "ln_final/layer_norm", "unembed"]
+    _, acts = capture(model.apply, rules="activations", modules=True)(params, tokens)
+    _, state = model.apply(params, tokens, capture_intermediates=True, mutable=["intermediates"])
+    flax_outputs = state["intermediates"]
+    for name in ("Block_0", "Block_1", "Block_0/Attention_0", "Block_1/mlp_in"):
+        want = flax_outputs
+        for part in name.split("/"):
+            want = want[part]
+        np.testing.assert_allclose(acts[name], want["__call__"][0], atol=ATOL)
+
+
 def test_post_name_without_post_activations_suggests_the_flag(key):
     x = jax.random.normal(key, (2, 3))
+    fn = lambda x: jax.nn.relu(x) * 2
     with pytest.raises(KeyError, match="post_activations=True"):
-        capture(lambda x: jax.nn.relu(x) * 2, names="relu:post")(x)
+        capture(fn, names="relu:post")(x)
+    with pytest.raises(KeyError, match="post_activations=True"):
+        capture(fn, reduce={"relu:post": token_mean(axis=-2)})(x)
+    with pytest.raises(KeyError, match="'Dense_0' has no post-activation"):
+        model = models.MLP(hidden=(4,), n_classes=2)
+        params = model.init(key, x)
+        intervene(model.apply, {"Dense_0:post": zero_ablate()}, modules=True)(params, x)
     with pytest.raises(ValueError, match="rules='activations'"):
         capture(lambda x: jax.nn.gelu(x))(x)
 

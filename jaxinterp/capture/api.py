@@ -11,11 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp.capture.interpreter import Interpreter, Options
-from jaxinterp.capture.naming import module_scopes, name_records, select
+from jaxinterp.capture.naming import POST_SUFFIX, missing_name, module_scopes, name_records, select
 from jaxinterp.capture.reduce import apply_reduce, resolve_reduce
 from jaxinterp.capture.rules import ACTIVATIONS, DEFAULT_RULES, PIECEWISE_LINEAR, FunctionRule, Rule, resolve_rules
 
-POST_SUFFIX = ":post"
 
 
 def _is_array_leaf(x: Any) -> bool:
@@ -43,8 +42,7 @@ def _check_post_names(names: Any, keys: list[str], post_activations: bool) -> No
         return
     for pat in [names] if isinstance(names, str) else list(names):
         if isinstance(pat, str) and pat.endswith(POST_SUFFIX):
-            raise KeyError(f"{pat!r} names a post-activation; pass post_activations=True to capture "
-                           f"'<name>{POST_SUFFIX}' values. Available names: {keys}")
+            raise missing_name(f"{pat!r} names a post-activation, which was not captured", pat, keys)
 
 
 def _trace(fn: Callable, scope_root: Any, args, kwargs, trace_dtype):

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jaxinterp._validation import check_finite, check_nonempty, check_real, float32_if_half, is_concrete
 from jaxinterp.capture.api import POST_SUFFIX, _trace
 from jaxinterp.capture.interpreter import Interpreter, Options
-from jaxinterp.capture.naming import name_records
+from jaxinterp.capture.naming import missing_name, name_records
 from jaxinterp.capture.rules import DEFAULT_RULES, FunctionRule, Rule, resolve_rules
 
 
@@ -61,7 +61,7 @@ def _resolve_edits(edits: Mapping[str, Callable], keys: dict[str, tuple]) -> dic
     out = {}
     for name, edit in edits.items():
         if name not in keys:
-            raise KeyError(f"intervene: no activation named {name!r}; available names: {list(keys)}")
+            raise missing_name(f"intervene: no activation named {name!r}", name, list(keys), flag_hint=False)
         *key, stacked = keys[name]
         if stacked:
             raise ValueError(f"intervene: {name!r} is computed inside a scanned body; editing it is not supported.")

@@ -26,6 +26,7 @@ import numpy as np
 from jax.extend import core as jex_core
 
 _TRANSFORM_RE = re.compile(r"^[a-z_]+\((.*)\)$")
+POST_SUFFIX = ":post"
 
 
 @dataclasses.dataclass
@@ -78,7 +79,12 @@ def tap_scope(source_scope: str, site: str) -> str:
 
 
 def module_boundaries(jaxpr, prefix: str) -> dict[Any, list[str]]:
-    """Vars produced inside a scope and used outside it (or returned): the scopes' outputs."""
+    """Vars produced inside a scope and used outside it (or returned): the scopes' outputs.
+
+    Only scopes strictly inside ``prefix`` count: ``jaxpr`` is a program evaluated under scope
+    ``prefix`` (e.g. the body of a ``jit`` called inside a module), and whether its outputs leave
+    ``prefix`` or an enclosing scope is decided where it is called.
+    """
     site_of = {v: eqn_site(eqn, prefix) for eqn in jaxpr.eqns for v in eqn.outvars}
     leaving: dict[Any, list[str]] = {}
 
@@ -87,12 +93,14 @@ def module_boundaries(jaxpr, prefix: str) -> dict[Any, list[str]]:
         if not src:
             return
         parts = src.split("/")
-        # every scope that the value leaves (the consumer is not inside it), innermost first
+        # every scope inside ``prefix`` that the value leaves (the consumer is not inside it), innermost first
         for depth in range(len(parts), 0, -1):
             scope = "/".join(parts[:depth])
+            if prefix and not scope.startswith(prefix + "/"):
+                break
             if consumer_site is not None and (consumer_site == scope or consumer_site.startswith(scope + "/")):
                 break
-            if scope != prefix and scope not in leaving.setdefault(var, []):
+            if scope not in leaving.setdefault(var, []):
                 leaving[var].append(scope)
 
     for eqn in jaxpr.eqns:
@@ -311,6 +319,24 @@ def select(names: list[str], patterns: Sequence[str] | str | Callable[[str], boo
     for pat in patterns:
         hits = [i for i, n in enumerate(names) if fnmatch.fnmatchcase(n, pat)]
         if not hits:
-            raise KeyError(f"no captured activation matches {pat!r}; available names: {names}")
+            raise missing_name(f"no captured activation matches {pat!r}", pat, names)
         chosen.update(hits)
     return sorted(chosen)
+
+
+def missing_name(message: str, pattern: Any, names: Sequence[str], *, flag_hint: bool = True) -> KeyError:
+    """A KeyError for a name (or glob pattern) that matches none of ``names``, listing them.
+
+    A ``"<name>:post"`` pattern when ``names`` hold no post-activations gets the hint to pass
+    ``post_activations=True`` (with ``flag_hint``); one whose activation exists but has no
+    post-activation (a module output, a kink difference) says so.
+    """
+    hint = ""
+    if isinstance(pattern, str) and pattern.endswith(POST_SUFFIX):
+        base = pattern[: -len(POST_SUFFIX)]
+        if flag_hint and not any(n.endswith(POST_SUFFIX) for n in names):
+            hint = (f" '<name>{POST_SUFFIX}' values are post-activations: pass post_activations=True to capture "
+                    "to record them.")
+        elif any(fnmatch.fnmatchcase(n, base) for n in names):
+            hint = f" {base!r} has no post-activation (module outputs and kink differences have none)."
+    return KeyError(f"{message};{hint} available names: {list(names)}")

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxinterp._validation import check_positive_int
 from jaxinterp.capture.lineage import Producer, mean_from_producer
+from jaxinterp.capture.naming import missing_name
 
 
 class TopK(NamedTuple):
@@ -177,7 +178,7 @@ def apply_reduce(acts: dict[str, Any], reduce: Any, producers: Mapping[str, Prod
     if isinstance(reduce, Mapping):
         for pat in reduce:
             if not any(fnmatch.fnmatchcase(n, pat) for n in acts):
-                raise KeyError(f"`reduce` pattern {pat!r} matches no captured activation; available: {list(acts)}")
+                raise missing_name(f"`reduce` pattern {pat!r} matches no captured activation", pat, list(acts))
     out = {}
     for name, value in acts.items():
         r = lookup(name)
