@@ -169,8 +169,10 @@ def replicate(tree: Any, mesh: Mesh | None = None) -> Any:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     impls = [jax.random.key_impl(x) if _is_typed_key(x) else None for x in leaves]
     data = [jax.random.key_data(x) if impl is not None else x for x, impl in zip(leaves, impls)]
-    data = multihost_utils.broadcast_one_to_all([np.asarray(gather(x)) for x in data])
-    placed = [put(x, sharding) for x in data]
+    host = [np.asarray(gather(x)) for x in data]
+    # the broadcast is a sum with zeros from the other processes: booleans travel as uint8
+    sent = multihost_utils.broadcast_one_to_all([x.astype(np.uint8) if x.dtype == bool else x for x in host])
+    placed = [put(np.asarray(y).astype(x.dtype, copy=False), sharding) for x, y in zip(host, sent)]
     placed = [jax.random.wrap_key_data(x, impl=impl) if impl is not None else x for x, impl in zip(placed, impls)]
     return jax.tree_util.tree_unflatten(treedef, placed)
 

@@ -96,7 +96,10 @@ _WORKER = textwrap.dedent("""
 
     if stage in ("full", "full+interrupt"):
         serial = {"sae_serial": sae(parallel=False)} if n_proc == 1 else {}
-        save("full", dict(sae=sae(), sae_sampled=sae_sampled(), **serial, **sweep()))
+        # replicate broadcasts process 0's value: copies agree even where the processes' values differ
+        mine = {"i": np.arange(3) + me, "b": np.array([True, False]) ^ bool(me)}
+        same = sharding.gather(sharding.replicate(mine, mesh))
+        save("full", dict(sae=sae(), sae_sampled=sae_sampled(), **serial, **sweep(), rep_i=same["i"], rep_b=same["b"]))
     if stage == "full+interrupt":
         try:
             sae(os.path.join(ckpt_dir, "sae.npz"), stop_after=2)
@@ -142,6 +145,8 @@ def test_two_processes_match_one_and_resume_on_another_count(tmp_path):
     two = _launch(tmp_path, 2, "full+interrupt")         # ends killed, see below
     assert all((tmp_path / "out" / f"full_p{p}of2.npz").exists() for p in range(2)), two.stderr[-3000:]
     for got in _load(tmp_path, "full", 2):            # every process holds the whole result
+        np.testing.assert_array_equal(got["rep_i"], [0, 1, 2])
+        np.testing.assert_array_equal(got["rep_b"], [True, False])
         for name in ("counts", "final_loss", "match_rate", "mean_rank"):
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)
         np.testing.assert_allclose(got["sae"], want["sae"], rtol=0, atol=SAE_ATOL)
