@@ -8,7 +8,8 @@ on one H100-class GPU, and writes ``<out>/<benchmark>_<device kind>.json`` (the 
 
 - ``toy_training``: the incidental model's training step against the PyTorch reference loop
   (``toy_training.compare``), seeds per second as the number of seeds grows
-  (``toy_training.seeds_scaling``), and seed D's paper-scale sweep (n=256, m=256..4096,
+  (``toy_training.seeds_scaling``), training 4096 seeds for 7500 steps with the per-seed
+  dynamics record streamed to disk against the same training unrecorded, and seed D's paper-scale sweep (n=256, m=256..4096,
   16 instances, 7500 steps) as a user runs it, compilation included, with its counts;
 - ``directions``: SAE training at d=2048, m=32768, batch 4096 (ReLU+L1 and TopK), full-batch
   K-means and FastICA on 100k x 512 activations;
@@ -41,8 +42,8 @@ import toy_training  # noqa: E402  (sets one JAX CPU device per core before jax 
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import (device_kind, measured_matmul_flops, row, sae_step_flops, toy_step_flops,  # noqa: E402
-                     write_results)
+from _common import (device_kind, measured_matmul_flops, row, sae_step_flops, time_fn,  # noqa: E402
+                     toy_step_flops, write_results)
 
 from jaxinterp import directions as jd  # noqa: E402
 from jaxinterp.datasets import make_superposition_data  # noqa: E402
@@ -63,6 +64,7 @@ class Sizes:
       toy_compare: ``(n, m, instances, steps ours, steps torch)`` rows of ``toy_training.compare``.
       seed_model, seed_counts, seed_work: ``toy_training.seeds_scaling`` of the ``(n, m)`` model
         (steps = work / seeds).
+      dynamics: ``(n, m, seeds, steps, record_every)`` of the streamed dynamics record.
       sweep: ``(n, hidden sizes, seeds, steps)`` of seed D's sweep.
       sae: ``(samples, d, m, batch, steps, k)`` of the SAE rows.
       full_batch: ``(samples, d, kmeans k, ica k)`` of the K-means and FastICA rows.
@@ -75,6 +77,7 @@ class Sizes:
     seed_model: tuple
     seed_counts: tuple
     seed_work: int
+    dynamics: tuple
     sweep: tuple
     sae: tuple
     full_batch: tuple
@@ -84,10 +87,12 @@ class Sizes:
 ACCELERATOR = Sizes(peak_n=8192, repeats=3,
                     toy_compare=((64, 512, 16, 2000, 100), (256, 4096, 16, 500, 3)),
                     seed_model=(64, 128), seed_counts=(256, 4096, 65536), seed_work=6_553_600,
+                    dynamics=(64, 128, 4096, 7500, 10),
                     sweep=(256, (256, 512, 1024, 2048, 4096), 16, 7500),
                     sae=(32_768, 2048, 32_768, 4096, 50, 64), full_batch=(100_000, 512, 256, 64),
                     capture_batch=16_384)
 QUICK = Sizes(peak_n=512, repeats=1, toy_compare=((16, 32, 4, 20, 5),), seed_model=(16, 32), seed_counts=(8,), seed_work=800,
+              dynamics=(16, 32, 8, 100, 10),
               sweep=(16, (32,), 4, 100), sae=(2000, 32, 128, 64, 10, 8), full_batch=(2000, 32, 8, 4),
               capture_batch=64)
 
@@ -107,10 +112,33 @@ def seed_d_sweep(n: int, hidden, seeds: int, steps: int, peak: float) -> dict:
                paper_count={str(m): c for m, c in paper.items()}, per_size_seconds=[float(s) for s in res["seconds"]])
 
 
+def dynamics_row(n: int, m: int, seeds: int, steps: int, record_every: int, peak: float, repeats: int) -> dict:
+    """Training with the per-seed dynamics record streamed to disk against the same training unrecorded."""
+    import tempfile
+
+    from jaxinterp.toy import dynamics, fit, make_init, make_loss_and_grad, make_optimizer
+
+    cfg = IncidentalConfig(n_features=n, n_hidden=m)
+    keys = jax.random.split(jax.random.key(3), seeds)
+    args = (make_init(cfg), make_loss_and_grad(cfg), make_optimizer(cfg), keys)
+    chunk = min(500, steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        recorded = time_fn(lambda: fit(*args, steps=steps, chunk_size=chunk, record=dynamics.incidental_record(),
+                                       record_every=record_every, record_path=tmp).state.params,
+                           repeats=repeats, warmup=1)
+        size = sum(p.stat().st_size for p in Path(tmp).iterdir())
+    plain = time_fn(lambda: fit(*args, steps=steps, chunk_size=chunk).state.params, repeats=repeats, warmup=1)
+    return row(f"dynamics record n={n} m={m} seeds={seeds} steps={steps} every={record_every}", recorded,
+               "same training, unrecorded", plain, note="loss, polysemantic count and assignment changes per seed, "
+               "streamed to .npy after each chunk", record_bytes=size,
+               peak_fraction=toy_step_flops(n, m, seeds) * steps / recorded / peak)
+
+
 def toy_rows(s: Sizes, peak: float) -> list[dict]:
-    """The training step vs the PyTorch loop, seeds scaling, and seed D's sweep."""
+    """The training step vs the PyTorch loop, seeds scaling, the dynamics record, and seed D's sweep."""
     rows = [toy_training.compare(n, m, inst, so, st, peak, s.repeats) for n, m, inst, so, st in s.toy_compare]
     rows += toy_training.seeds_scaling(list(s.seed_counts), *s.seed_model, s.seed_work, peak, s.repeats)
+    rows.append(dynamics_row(*s.dynamics, peak, s.repeats))
     rows.append(seed_d_sweep(*s.sweep, peak))
     return rows
 

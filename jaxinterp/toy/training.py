@@ -68,7 +68,7 @@ class FitResult(NamedTuple):
       state: final ``TrainState`` with a leading instance axis ``[instances, ...]`` (numpy-backed
         jax arrays, gathered from the devices).
       history: recorded metrics, a pytree with leaves ``[instances, n_records, ...]`` (None when
-        nothing is recorded).
+        nothing is recorded; read-only memmap views of the record files with ``record_path``).
       record_steps: ``[n_records]`` int, the step count after which each record was taken.
       resumed_from: steps already done when ``fit`` started (0 unless resumed).
     """
