@@ -101,7 +101,7 @@ def _fastica(key, x, tol, alpha, *, k, max_iter):
 
     w, _, n_iter = jax.lax.while_loop(cond, body, (w0, jnp.asarray(jnp.inf, x.dtype), 0))
     unmix = w @ kmat
-    std = jnp.std((x - mean) @ unmix.T, axis=0)
+    std = jnp.std((x - mean[None, :]) @ unmix.T, axis=0)
     unmix = unmix / std[:, None]
     return unmix, jnp.linalg.pinv(unmix), mean, rank, n_iter
 
