@@ -14,6 +14,8 @@ initial weight picks the final neuron, and train the classic superposition toy m
 4096 --seeds 16``) is the paper's own setting: 12 minutes on 2 CPU cores run with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` (seeds sharded over both), measured at
 71.6 ± 1.2 polysemantic neurons at m=256 (paper about 72) and 3.75 ± 0.52 at m=4096 (paper 3.8).
+The dynamics train the sweep's seeds a second time (``--record-every 0`` skips them), until
+``toy.collisions_sweep`` can stream the records of its own training.
 """
 
 from __future__ import annotations
