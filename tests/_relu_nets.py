@@ -16,8 +16,9 @@ def random_relu_net(seed, sizes, bias_scale, dtype=np.float64):
     ws32 = [jnp.asarray(rng.normal(size=(a, b)) / np.sqrt(a), jnp.float32) for a, b in zip(sizes[:-1], sizes[1:])]
     bs32 = [jnp.asarray(bias_scale * rng.normal(size=b), jnp.float32) for b in sizes[1:]]
 
-    def f(x):
-        h = jnp.asarray(x, jnp.float32)
+    def f(x):  # float32, or float64 for float64 inputs (exact walks), cast explicitly
+        h = jnp.asarray(x)
+        h = h if h.dtype == jnp.float64 else h.astype(jnp.float32)
         for w, b in zip(ws32[:-1], bs32[:-1]):
             h = jax.nn.relu(dense(h, w, b))
         return dense(h, ws32[-1], bs32[-1])
@@ -26,9 +27,10 @@ def random_relu_net(seed, sizes, bias_scale, dtype=np.float64):
 
 
 def dense(h, w, b):
-    """``h @ w + b`` with the bias broadcast explicitly over the leading axes of ``h [..., a]``."""
-    y = h @ w
-    return y + b.reshape((1,) * (y.ndim - 1) + (-1,))
+    """``h @ w + b`` in ``h``'s dtype, the bias broadcast explicitly over the leading axes of ``h [..., a]``."""
+    h = jnp.asarray(h)
+    y = h @ jnp.asarray(w, h.dtype)
+    return y + jnp.asarray(b, h.dtype).reshape((1,) * (y.ndim - 1) + (-1,))
 
 
 def numpy_signs(ws, bs, x):
