@@ -96,7 +96,8 @@ class Transformer(nn.Module):
     def __call__(self, tokens):
         tokens = jnp.asarray(tokens).astype(jnp.int32)
         x = nn.Embed(self.vocab, self.d_model, name="embed")(tokens)
-        x = x + self.param("pos_embed", nn.initializers.normal(0.02), (self.seq_len, self.d_model))[: tokens.shape[-1]]
+        pos = self.param("pos_embed", nn.initializers.normal(0.02), (self.seq_len, self.d_model))[: tokens.shape[-1]]
+        x = x + pos.reshape((1,) * (x.ndim - 2) + pos.shape)
         for i in range(self.n_layers):
             x = Block(self.n_heads, self.d_mlp, name=f"Block_{i}")(x)
         x = nn.LayerNorm(name="ln_final")(x)

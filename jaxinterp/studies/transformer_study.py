@@ -142,7 +142,7 @@ def fit_sae(acts: jax.Array, config: Config, key) -> tuple[object, dict]:
 def ablation_directions(dirs, acts: jax.Array, n: int, key) -> dict[str, jax.Array]:
     """``{kind: [n, d]}`` unit directions: top SAE latents' decoder rows, random, highest-variance neurons."""
     codes = dirs.encode(acts)
-    decoder = dirs.components * dirs.scale
+    decoder = dirs.components * dirs.scale[None, :]
     usage = jnp.mean(codes, axis=0) * jnp.linalg.norm(decoder, axis=1)
     learned = decoder[jnp.argsort(-usage)[:n]]
     rand = jax.random.normal(key, (n, acts.shape[-1]))
@@ -169,7 +169,8 @@ def ablation_effects(model, params, x, y, name: str, directions: jax.Array, mean
     base = _loss(model.apply(params, x), y)
 
     def one(u):
-        edit = lambda v: v - ((v - mean) @ u)[..., None] * u  # noqa: E731
+        row = lambda a, v: a.reshape((1,) * (v.ndim - 1) + (-1,))  # noqa: E731 - [d] over v's leading axes
+        edit = lambda v: v - ((v - row(mean, v)) @ u)[..., None] * row(u, v)  # noqa: E731
         return _loss(intervene(model.apply, {name: edit}, rules="activations")(params, x), y) - base
 
     return np.asarray(jax.lax.map(one, directions))
