@@ -178,10 +178,10 @@ def learner(method: str, k: int, *, rank: int, topk: int, steps: int, overcomple
 
 
 def _fit_all(methods: dict, x_train, x_test, key, *, desc: str, true_codes=None, true_dirs=None) -> Fits:
-    from tqdm.auto import tqdm
+    from jaxinterp._progress import progress_bar
 
     metrics, seconds, cosines = {}, {}, {}
-    for name, lrn in tqdm(methods.items(), desc=desc, disable=not progress_enabled()):
+    for name, lrn in progress_bar(methods.items(), desc=desc, disable=not progress_enabled()):
         start = time.perf_counter()
         d = neuron_directions(x_train.shape[1]) if lrn is None else jd.fit(lrn, x_train, key=named_key(key, name))
         jax.block_until_ready(d.components)

@@ -351,10 +351,10 @@ def _group_benchmark(cfg: Config, key, bar) -> tuple[dict, dict]:
 
 def compute(config: Config, key) -> Result:
     """Accuracy vs f, the mid-range logit analysis, and ERM / MID / DFR on the group benchmark."""
-    from tqdm.auto import tqdm
+    from jaxinterp._progress import progress_bar
 
     total = config.seeds * len(config.fractions) + config.group_seeds
-    with tqdm(total=total, desc="midrange: training CNNs", disable=not progress_enabled()) as bar:
+    with progress_bar(total=total, desc="midrange: training CNNs", disable=not progress_enabled()) as bar:
         sweep = _accuracy_vs_f(config, named_key(key, "curve"), bar)
         groups, minority = _group_benchmark(config, named_key(key, "groups"), bar)
     analysis = _logit_analysis(config, named_key(key, "analysis"), sweep["test"], sweep["logits"], sweep["features"])

@@ -113,14 +113,14 @@ def compute(config: Config, key) -> Result:
     which memoises them so the other studies analyse the very same networks; that function takes
     the integer seed, so ``key`` is not used.
     """
-    from tqdm.auto import tqdm
+    from jaxinterp._progress import progress_bar
 
     from jaxinterp import models
 
     del key
     accuracy, layers, steps = {}, {}, {}
     combos = [(a, d) for d in config.datasets for a in config.archs]
-    for arch, data in tqdm(combos, desc="training classifiers", disable=not progress_enabled()):
+    for arch, data in progress_bar(combos, desc="training classifiers", disable=not progress_enabled()):
         tc = models.trained_classifier(arch, data, seed=config.seed, steps=config.steps)
         name = f"{arch}/{data}"
         accuracy[name] = float(tc.test_accuracy)
