@@ -184,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return launch(command, args.processes, port=args.port, cpu_devices=args.cpu_devices, grace=args.grace)
     except ValueError as err:
         parser.error(str(err))
+    except OSError as err:     # the command cannot be started (not found, not executable)
+        print(f"python -m jaxinterp.launch: cannot start {command[0]!r}: {err.strerror or err}", file=sys.stderr)
+        return 127
     return 2
 
 

@@ -186,6 +186,8 @@ def test_launcher_sets_each_process_env_and_returns_the_failure():
     bad = _run_launcher("-n", "2", "--grace", "1", "--", sys.executable, "-c", fail)
     assert bad.returncode == 5 and time.perf_counter() - start < 30
     assert _run_launcher("-n", "2").returncode == 2       # no command
+    missing = _run_launcher("-n", "2", "--", "/nonexistent/program")
+    assert missing.returncode == 127 and "/nonexistent/program" in missing.stderr
     assert _run_launcher("-n", "0", "--", "true").returncode == 2
 
 
