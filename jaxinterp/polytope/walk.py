@@ -335,7 +335,9 @@ def _float64_units(fn, names, maxpool, promote, x) -> tuple[Preactivations, Code
         return pre, layout_of(pre, x)
     try:
         return pre, layout_of(pre, x)
-    except TypeError:  # lax-level ops (e.g. conv_general_dilated) refuse float64 inputs with float32 parameters
+    # lax-level ops (e.g. conv_general_dilated) refuse float64 inputs with float32 parameters, and so
+    # does every mixed operation under jax_numpy_dtype_promotion="strict"
+    except (TypeError, jax.dtypes.TypePromotionError):
         pre = as_preactivations(fn, names=names, maxpool=maxpool, promote=jnp.float64)
         return pre, layout_of(pre, x)
 
