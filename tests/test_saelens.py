@@ -240,6 +240,42 @@ def test_written_folder_is_saelens_and_matches_its_formula(tmp_path, data, kind,
     np.testing.assert_allclose(np.asarray(d.reconstruct(xe)), x_hat, atol=2e-5 * max(1.0, np.abs(xe).max()))
 
 
+# the SAELens training variants: unconstrained decoder, directly trained / log JumpReLU thresholds, target L0
+VARIANTS = {
+    "relu_free": ("relu", "standard", dict(decoder="free", coef=0.3)),
+    "topk_free": ("topk", "topk", dict(decoder="free")),
+    "batchtopk_free": ("batchtopk", "jumprelu", dict(decoder="free")),
+    "jumprelu_target_l0": ("jumprelu", "jumprelu", dict(target_l0=4.0, coef=1.0, init_threshold=0.05)),
+    "jumprelu_log_free": ("jumprelu", "jumprelu", dict(threshold_param="log", decoder="free", coef=0.05)),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_round_trip_training_variants(tmp_path, data, variant):
+    """Each training variant exports as a plain SAELens architecture: SAELens's formula on the written
+    tensors and load(save(d)) both encode and reconstruct like d (free decoders are folded, unit rows)."""
+    x, xe = data
+    kind, arch, options = VARIANTS[variant]
+    d = jd.fit(jd.sae(24, kind=kind, k=3, steps=120, batch_size=128, normalize="zscore", learning_rate=3e-3,
+                      **options), x, key=jax.random.key(2))
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(d.components), axis=1), 1.0, atol=1e-5)
+    folder = sl.save_saelens(d, tmp_path / variant)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    assert cfg["architecture"] == arch
+    w = {k: np.asarray(v, np.float64) for k, v in sl.load_safetensors(folder / "sae_weights.safetensors").items()}
+    codes = np.asarray(d.encode(xe))
+    assert np.mean(codes != 0) > 0.005
+    f, x_hat = saelens_forward(w, cfg, xe)
+    back = sl.load_saelens(folder)
+    assert type(back.encoder) is type(d.encoder)
+    for got, recon in ((f, x_hat), (np.asarray(back.encode(xe)), np.asarray(back.reconstruct(xe)))):
+        np.testing.assert_allclose(got, codes, atol=2e-5 * max(1.0, np.abs(codes).max()), rtol=0)
+        np.testing.assert_allclose(recon, np.asarray(d.reconstruct(xe)), atol=2e-5 * max(1.0, np.abs(xe).max()),
+                                   rtol=0)
+    if kind == "jumprelu":
+        np.testing.assert_allclose(w["threshold"], np.asarray(d.encoder.threshold), rtol=1e-6)
+
+
 @pytest.mark.parametrize("backend", ["builtin", "auto"])
 def test_dtype_option(tmp_path, data, backend):
     d = _fit(data[0], "relu")
