@@ -154,7 +154,7 @@ def test_walk_in_activation_space_counts_later_layers():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(6, 3)).astype(np.float32)
     h = np.asarray(layer_activations(fn, x, "Dense_0/relu"))
-    want = np.maximum(x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"], 0)
+    want = np.maximum(x @ np.asarray(p["Dense_0"]["kernel"]) + np.asarray(p["Dense_0"]["bias"]), 0)
     np.testing.assert_allclose(h, want, rtol=1e-5, atol=1e-6)
     walk = exact_walk(tail, h[:3], h[3:])
     assert walk.layout.names == ("relu_0", "relu_1")
@@ -177,13 +177,13 @@ def test_maxpool_units_make_cnn_walk_exact():
         without = exact_walk(fn, x0, x1, max_crossings=256)
     assert with_pool.affine_error.max() < 1e-9
     assert without.affine_error.max() > 1e-6 and without.flagged.all() and not with_pool.flagged.any()
-    pre = relu_preactivations(fn, maxpool=pools)
+    pre = relu_preactivations(fn, maxpool=pools, promote=jnp.float64)  # float32 parameters, sampled in float64
     n = 50_000
     with jax.enable_x64(True):
         fine = sampled_boundary_counts(pre, jnp.asarray(x0), jnp.asarray(x1), n_steps=n, batch_size=1)
         total = np.asarray(fine.total)
         ts = jnp.linspace(0.0, 1.0, n + 1)[:, None, None]
-        acts = [pre(jnp.asarray(x0[p]) + ts * jnp.asarray(x1[p] - x0[p])) for p in range(3)]
+        acts = [pre(jnp.asarray(x0[p])[None] + ts * jnp.asarray(x1[p] - x0[p])[None]) for p in range(3)]
     np.testing.assert_array_equal(with_pool.n_boundaries, total)
     # separate counts: sign flips, ordering changes and argmax changes, each against dense sampling
     kink = [np.concatenate([np.asarray(a[k]).reshape(n + 1, -1) > 0 for k in ("Conv_0/relu", "Conv_1/relu",

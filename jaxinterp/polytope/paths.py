@@ -77,18 +77,18 @@ class SampledPath:
     @property
     def density(self) -> jax.Array:
         """Mean boundary density (boundaries per unit length) of each path: ``[paths]``."""
-        return self.total / self.length
+        return self.total.astype(self.length.dtype) / self.length
 
     @property
     def density_per_layer(self) -> jax.Array:
         """Boundaries per unit length of each layer: ``[paths, n_layers]``."""
-        return self.counts.sum(axis=1) / self.length[:, None]
+        return self.counts.sum(axis=1).astype(self.length.dtype) / self.length[:, None]
 
     @property
     def step_density(self) -> jax.Array:
         """``rho_t = H_t / ||a_{t+1} - a_t||`` over all layers: ``[paths, n_steps]``."""
         n_steps = self.counts.shape[1]
-        return self.counts.sum(-1) / (self.length[:, None] / n_steps)
+        return self.counts.sum(-1).astype(self.length.dtype) / (self.length[:, None] / n_steps)
 
 
 def sampled_counts_single(pre: Preactivations, layout: CodeLayout, x0: jax.Array, x1: jax.Array,
