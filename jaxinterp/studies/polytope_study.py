@@ -321,7 +321,8 @@ def _width_sweep(x: np.ndarray, config: Config, key) -> dict:
     for width in config.widths:
         model = models.MLP(hidden=(width, width), n_classes=10)
         params = models.init_params(model, x.shape[1:], key=named_key(key, "init", width))
-        pre = relu_preactivations(lambda v, model=model, params=params: model.apply(params, v))
+        pre = relu_preactivations(lambda v, model=model, params=params: model.apply(params, v),
+                                  promote=np.float64)  # float32 parameters, walked in float64 (explicitly)
         walk = exact_walk(pre, x[i], x[j], max_crossings=config.max_crossings, tol=config.tol, keep_regions=False)
         rows.append((width, 2 * width, float(np.mean(walk.n_crossings / walk.length))))
     widths, neurons, regions = (np.array(c, dtype=float) for c in zip(*rows))
