@@ -1,8 +1,9 @@
 """Means of recorded values computed from how they were produced, without the values themselves.
 
 A channel mean of a convolution's pre-activation is an affine function of the convolution's
-*input*: ``mean_hw(conv(x, K) + b) = sum_{offsets, c_in} P[offset, c_in] K[offset, c_in, :] + b``,
-where ``P`` averages the (padded, strided, dilated) input over the window each kernel offset sees.
+*input*: ``mean_hw(conv(x, K) + b) = sum_{position, c_in} x[position, c_in] W[position, c_in, :] + b``,
+where the effective weight ``W`` sums the kernel offsets through which each input position is
+read (padding, strides and dilation included), divided by the number of output positions.
 Reading the map a second time for its mean would force XLA to materialise it (the forward program
 otherwise keeps it inside one fused kernel); computing the mean from the input does not. The same
 holds for means over free dimensions of a ``dot_general`` (e.g. token means of a dense layer).
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 TRACKED = frozenset({"conv_general_dilated", "dot_general", "add", "broadcast_in_dim"})
@@ -48,8 +50,22 @@ def _accumulator(x: Any) -> Any:
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
+def _offset_counts(size: int, out: int, k: int, stride: int, dilation: int, pad_lo: int) -> np.ndarray:
+    """``A[i, h]``: how many output positions read input position ``h`` through kernel offset ``i`` (0 or 1)."""
+    counts = np.zeros((k, size))
+    for i in range(k):
+        pos = np.arange(out) * stride + i * dilation - pad_lo
+        counts[i, pos[(pos >= 0) & (pos < size)]] += 1
+    return counts
+
+
 def _conv_mean(p: Producer, out_shape: tuple[int, ...], reduced: frozenset[int]) -> Any | None:
-    """Mean of ``conv_general_dilated(x, K)`` over its output's spatial dims, as ``[batch, C]`` in output order."""
+    """Mean of ``conv_general_dilated(x, K)`` over its output's spatial dims, as ``[batch, C]`` in output order.
+
+    The mean is linear in ``x``: ``mean[n, o] = sum_{position, c} x[n, position, c] W[position, c, o]`` with
+    the effective weight ``W[position] = sum_offsets A[offset, position] K[offset] / n_out_positions``
+    (``A`` per spatial dim, :func:`_offset_counts`), one matrix product on ``x`` as laid out.
+    """
     x, kernel = p.invals
     prm = p.params
     lhs, rhs, out = prm["dimension_numbers"]
@@ -59,24 +75,24 @@ def _conv_mean(p: Producer, out_shape: tuple[int, ...], reduced: frozenset[int])
     x = _accumulator(x)
     if x is None:
         return None
-    out_spatial = [out_shape[d] for d in out[2:]]
-    window, strides, dilation, padding = [1] * x.ndim, [1] * x.ndim, [1] * x.ndim, [(0, 0)] * x.ndim
-    for i, d in enumerate(lhs[2:]):
-        # offset i of the kernel sees input positions o * stride + i * rhs_dilation, o < out size
-        window[d], dilation[d], strides[d] = out_spatial[i], prm["window_strides"][i], prm["rhs_dilation"][i]
-        padding[d] = tuple(prm["padding"][i])
-    sums = lax.reduce_window(x, jnp.zeros((), x.dtype), lax.add, window, strides, padding, window_dilation=dilation)
-    limits = list(sums.shape)
-    for i, d in enumerate(lhs[2:]):
-        limits[d] = kernel.shape[rhs[2 + i]]
-    sums = lax.slice(sums, [0] * x.ndim, limits)
-    patches = jnp.transpose(sums, (lhs[0], *lhs[2:], lhs[1]))  # [n, *kernel spatial, C_in]
+    n_spatial = len(lhs) - 2
+    ks = [kernel.shape[d] for d in rhs[2:]]
+    out_sp = [out_shape[d] for d in out[2:]]
+    counts = [_offset_counts(x.shape[lhs[2 + i]], out_sp[i], ks[i], prm["window_strides"][i], prm["rhs_dilation"][i],
+                             prm["padding"][i][0]) for i in range(n_spatial)]
     k = jnp.transpose(kernel, (*rhs[2:], rhs[1], rhs[0])).astype(x.dtype)  # [*kernel spatial, C_in/G, C_out]
-    groups, n, c_out = prm["feature_group_count"], patches.shape[0], k.shape[-1]
-    s, c_in_g = math.prod(k.shape[:-2]), k.shape[-2]
-    mean = jnp.einsum("nsgc,scgo->ngo", patches.reshape(n, s, groups, c_in_g),
-                      k.reshape(s, c_in_g, groups, c_out // groups), precision=prm.get("precision"))
-    mean = mean.reshape(n, c_out) / math.prod(out_spatial)
+    offsets, positions = "abcdefgh"[:n_spatial], "ABCDEFGH"[:n_spatial]
+    spec = ",".join(f"{o}{q}" for o, q in zip(offsets, positions)) + f",{offsets}yz->{positions}yz"
+    weight = jnp.einsum(spec, *[jnp.asarray(a, x.dtype) for a in counts], k) / math.prod(out_sp)
+    x = jnp.transpose(x, (lhs[0], *lhs[2:], lhs[1]))  # no-op for channels-last inputs
+    n, groups, c_out = x.shape[0], prm["feature_group_count"], k.shape[-1]
+    if groups == 1:
+        mean = jnp.dot(x.reshape(n, -1), weight.reshape(-1, c_out), precision=prm.get("precision"))
+    else:
+        c_in_g, size = k.shape[-2], math.prod(x.shape[1:-1])
+        mean = jnp.einsum("nsgc,scgo->ngo", x.reshape(n, size, groups, c_in_g),
+                          weight.reshape(size, c_in_g, groups, c_out // groups),
+                          precision=prm.get("precision")).reshape(n, c_out)
     return mean if out[0] < out[1] else mean.T
 
 
