@@ -127,20 +127,38 @@ def test_count_quantiles_match_numpy_blockwise():
 
 
 @pytest.mark.parametrize("pad", [False, True])
-def test_collisions_dynamics_ends_at_the_sweeps_counts(tmp_path, pad):
-    """The last record of every seed is the count ``collisions_sweep`` reports (same keys, same training)."""
+def test_recorded_sweep_gives_the_unrecorded_counts_and_its_dynamics(tmp_path, pad):
+    """One training gives both: the recorded sweep's numbers equal the unrecorded sweep's bitwise, and the
+    last record of every seed is its final count."""
     from jaxinterp.toy.sweep import collisions_sweep
 
     base = inc.IncidentalConfig(n_features=8, n_hidden=8, steps=200, learning_rate=5e-2, l1=1e-2)
     key = jax.random.key(7)
-    sweep = collisions_sweep(key, base, [8, 16], 4, chunk_size=100, pad=pad)
-    dyn = dynamics.collisions_dynamics(key, base, [8, 16], 4, record_every=20, record_dir=tmp_path, chunk_size=100)
+    plain = collisions_sweep(key, base, [8, 16], 4, chunk_size=100, pad=pad)
+    sweep = collisions_sweep(key, base, [8, 16], 4, chunk_size=100, pad=pad, record=REC, record_every=20,
+                             record_dir=tmp_path)
+    for name in ("counts", "final_loss", "match_rate", "mean_rank"):
+        np.testing.assert_array_equal(sweep[name], plain[name], err_msg=name)
+    assert plain["record_paths"] == [None, None]
+    dyn = dynamics.sweep_dynamics(sweep)
     np.testing.assert_array_equal(dyn["final_counts"], sweep["counts"])
     assert dyn["count_quantiles"].shape == (2, len(dynamics.QUANTILES), 10) and list(dyn["steps"]) == list(
         range(20, 220, 20))
-    recs = dynamics.load_records(tmp_path / "m16")
-    np.testing.assert_allclose(dyn["count_quantiles"][1], np.quantile(recs.values["polysemantic"], dynamics.QUANTILES,
-                                                                      axis=1))
-    np.testing.assert_allclose(dyn["count_mean"][1], np.mean(recs.values["polysemantic"], axis=1))
-    np.testing.assert_allclose(dyn["loss_median"][0], np.median(dynamics.load_records(tmp_path / "m8").values["loss"],
-                                                                axis=1), rtol=1e-6)
+    # each size's seeds, read back by hand from the folder (padded: one folder, size-major columns)
+    folder, (lo, hi) = sweep["record_paths"][1], sweep["record_columns"][1]
+    assert (folder, lo, hi) == ((str(tmp_path / "padded_8-16"), 4, 8) if pad else (str(tmp_path / "m16"), 0, 4))
+    recs = dynamics.load_records(folder).values
+    np.testing.assert_allclose(dyn["count_quantiles"][1], np.quantile(recs["polysemantic"][:, lo:hi],
+                                                                      dynamics.QUANTILES, axis=1))
+    np.testing.assert_allclose(dyn["count_mean"][1], np.mean(recs["polysemantic"][:, lo:hi], axis=1))
+    lo, hi = sweep["record_columns"][0]
+    np.testing.assert_allclose(dyn["loss_median"][0], np.median(
+        dynamics.load_records(sweep["record_paths"][0]).values["loss"][:, lo:hi], axis=1), rtol=1e-6)
+    if pad:   # the wrapper is the same recorded sweep (once: its programs are compiled already)
+        again = dynamics.collisions_dynamics(key, base, [8, 16], 4, record_every=20, chunk_size=100, pad=pad)
+        for name, value in dyn.items():
+            np.testing.assert_array_equal(again[name], value, err_msg=name)
+    with pytest.raises(ValueError, match="record_dir"):
+        collisions_sweep(key, base, [8], 2, record=REC, record_every=20)
+    with pytest.raises(ValueError, match="not recorded"):
+        dynamics.sweep_dynamics(plain)

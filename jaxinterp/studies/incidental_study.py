@@ -2,9 +2,9 @@
 
 The collisions sweep (default ``n = 64``, ``m = 64, 128, 256, 512``, 128 seeds, 7500 AdamW steps,
 ``lambda = 1e-3``, lr ``1e-3``, weight decay 0.01) counts polysemantic neurons per seed and
-compares the mean with ``n^2/(4m)``; the same seeds are trained again with the count of every seed
-recorded every ``record_every`` steps (``toy.dynamics``, streamed to disk), and the ``dynamics``
-figure shows its distribution over seeds through training at each m (median and quantile bands);
+compares the mean with ``n^2/(4m)``; the same training records the count of every seed every
+``record_every`` steps (``toy.dynamics``, streamed to disk), and the ``dynamics`` figure shows its
+distribution over seeds through training at each m (median and quantile bands);
 the theory parts simulate the sparsification ODE against its
 closed forms, run the Bernoulli-vs-Gaussian noise experiment, measure how often the largest
 initial weight picks the final neuron, and train the classic superposition toy model
@@ -14,13 +14,13 @@ initial weight picks the final neuron, and train the classic superposition toy m
 4096 --seeds 16``) is the paper's own setting: 12 minutes on 2 CPU cores run with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` (seeds sharded over both), measured at
 71.6 ± 1.2 polysemantic neurons at m=256 (paper about 72) and 3.75 ± 0.52 at m=4096 (paper 3.8).
-The dynamics train the sweep's seeds a second time (``--record-every 0`` skips them), until
-``toy.collisions_sweep`` can stream the records of its own training.
+The counts and the dynamics come from one training (``--record-every 0`` skips the record).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -53,7 +53,7 @@ class Config(StudyConfig):
       pad: pad all m to the largest and train them in one program.
       checkpoint_dir: folder for resumable checkpoints (one per m); None for none.
       record_every: steps between records of the training dynamics (divides ``steps`` and
-        ``chunk_size``); 0 skips the dynamics (and their second training of the sweep's seeds).
+        ``chunk_size``); 0 skips the dynamics (the sweep's training is recorded, not repeated).
       dynamics_dir: folder for the dynamics' record files (one folder per m); None: a
         temporary folder.
       noise_steps: SGD steps of the noise experiment.
@@ -131,8 +131,8 @@ class Result(NamedTuple):
       ode: ``theory.sparsification_agreement`` of the trace.
       noise: ``theory.NoiseResult``.
       superposition: ``toy.superposition.sweep_sparsity``'s dict.
-      dynamics: ``toy.dynamics.collisions_dynamics``'s dict (counts through training), or
-        None when ``record_every`` is 0.
+      dynamics: ``toy.dynamics.sweep_dynamics``'s dict (counts through training, from the
+        sweep's own training), or None when ``record_every`` is 0.
     """
 
     config: Config
@@ -153,14 +153,14 @@ def compute(config: Config, key) -> Result:
     base = incidental.IncidentalConfig(n_features=config.n_features, n_hidden=config.hidden[0], l1=config.l1,
                                        learning_rate=config.lr, weight_decay=config.weight_decay,
                                        steps=config.steps)
-    res = sweep.collisions_sweep(named_key(key, "collisions"), base, list(config.hidden), config.seeds,
-                                 chunk_size=config.chunk_size, pad=config.pad, checkpoint_dir=config.checkpoint_dir,
-                                 progress=progress)
-    dyn = None
-    if config.record_every:
-        dyn = dynamics.collisions_dynamics(named_key(key, "collisions"), base, list(config.hidden), config.seeds,
-                                           record_every=config.record_every, record_dir=config.dynamics_dir,
-                                           chunk_size=config.chunk_size, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="jaxinterp-dynamics-") as tmp:
+        recorded = {} if not config.record_every else {
+            "record": dynamics.incidental_record(), "record_every": config.record_every,
+            "record_dir": config.dynamics_dir or tmp}
+        res = sweep.collisions_sweep(named_key(key, "collisions"), base, list(config.hidden), config.seeds,
+                                     chunk_size=config.chunk_size, pad=config.pad,
+                                     checkpoint_dir=config.checkpoint_dir, progress=progress, **recorded)
+        dyn = dynamics.sweep_dynamics(res) if recorded else None
     m_ode, l1_ode = config.sparsification_m, config.sparsification_l1
     trace = theory.simulate_sparsification(named_key(key, "sparsification"), m_ode, l1_ode)
     noise = theory.noise_experiment(named_key(key, "noise"), steps=config.noise_steps, n_seeds=config.noise_seeds,

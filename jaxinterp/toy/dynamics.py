@@ -12,7 +12,9 @@ ends with a file identical to an uninterrupted run's.
 For the incidental model, ``incidental_record()`` records per instance the loss, the number of
 polysemantic neurons and how many features changed their neuron (``assignment``) since the
 previous record; ``count_quantiles`` reads the count back, a block of records at a time, as
-quantiles over seeds at each recorded step.
+quantiles over seeds at each recorded step. ``toy.collisions_sweep(..., record=incidental_record(),
+record_every=r, record_dir=DIR)`` records its own training (counts and dynamics from one
+training), and ``sweep_dynamics`` summarises it.
 
 Example::
 
@@ -37,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp._validation import check_positive_int
-from jaxinterp.toy import incidental, training
+from jaxinterp.toy import incidental
+from jaxinterp.toy.sweep import collisions_sweep
 from jaxinterp.toy.training import StateRecord, TrainState
 
 META = "records.json"
@@ -228,10 +231,12 @@ def per_record(values: np.ndarray, fn, *, block: int = 4096) -> np.ndarray:
     return np.concatenate([fn(np.asarray(values[i:i + block], float)) for i in range(0, len(values), block)], axis=-1)
 
 
-def _summarise_run(path: Path, quantiles) -> dict:
-    """Per-record statistics over seeds of one size's record folder, a block of records at a time."""
+def _summarise_run(path: str | os.PathLike, columns, quantiles) -> dict:
+    """Per-record statistics over the seeds ``columns = (start, stop)`` of one record folder, a
+    block of records at a time."""
     recs = load_records(path)
-    v = recs.values
+    cols = slice(int(columns[0]), int(columns[1]))
+    v = {name: values[:, cols] for name, values in recs.values.items()}   # memmap views: nothing read yet
     return {"count_quantiles": count_quantiles(v["polysemantic"], quantiles),
             "count_mean": per_record(v["polysemantic"], lambda b: b.mean(axis=1)),
             "changes_median": count_quantiles(v["assignment_changes"], (0.5,))[0],
@@ -239,15 +244,40 @@ def _summarise_run(path: Path, quantiles) -> dict:
             "final_counts": np.asarray(v["polysemantic"][-1]), "steps": recs.steps}
 
 
+def sweep_dynamics(sweep: dict, quantiles=QUANTILES) -> dict:
+    """The counts through training of a sweep recorded with ``incidental_record()``.
+
+    Args:
+      sweep: ``toy.collisions_sweep(..., record=incidental_record(), record_every=r,
+        record_dir=DIR)``'s dict (its ``record_paths`` and ``record_columns`` say where each
+        size's records are).
+      quantiles: quantile levels over seeds.
+
+    Returns:
+      dict: ``m [k]``, ``steps [n_records]``, ``quantiles [q]``, ``count_quantiles [k, q,
+      n_records]``, ``count_mean [k, n_records]``, ``changes_median [k, n_records]``
+      (features changing neuron per interval), ``loss_median [k, n_records]``, ``final_counts
+      [k, n_seeds]`` (the last record: the final weights' counts).
+    """
+    paths = sweep.get("record_paths")
+    if not paths or any(p is None for p in paths):
+        raise ValueError("`sweep` was not recorded: run collisions_sweep with record=incidental_record(), "
+                         "record_every and record_dir.")
+    runs = [_summarise_run(p, c, quantiles) for p, c in zip(paths, sweep["record_columns"])]
+    out = {name: np.stack([r[name] for r in runs]) for name in runs[0] if name != "steps"}
+    return {"m": list(sweep["m"]), "steps": runs[0]["steps"], "quantiles": list(quantiles), **out}
+
+
 def collisions_dynamics(key: jax.Array, base: incidental.IncidentalConfig, hidden_sizes, n_seeds: int, *,
                         record_every: int, record_dir: str | os.PathLike | None = None, chunk_size: int = 500,
-                        quantiles=QUANTILES, progress: bool = False, shard: bool = True) -> dict:
+                        quantiles=QUANTILES, progress: bool = False, shard: bool = True, pad: bool = False) -> dict:
     """The collisions sweep's training, recorded: the polysemantic count of every seed through training.
 
-    The models are those of ``toy.collisions_sweep(key, base, hidden_sizes, n_seeds)`` (seed
-    ``s`` from ``jax.random.split(key, n_seeds)[s]``, one ``fit`` per ``m``), trained with
-    ``incidental_record()`` every ``record_every`` steps streamed to ``record_dir/m<m>``, so
-    thousands of seeds fit in bounded host memory; the summary is read back a block at a time.
+    ``toy.collisions_sweep(key, base, hidden_sizes, n_seeds, record=incidental_record(), ...)``
+    (one training per size, or one padded training with ``pad``) with the records streamed to
+    ``record_dir``, so thousands of seeds fit in bounded host memory; the summary
+    (``sweep_dynamics``) is read back a block at a time. To get the sweep's counts from the
+    same training, call ``collisions_sweep`` with the record and ``sweep_dynamics`` directly.
 
     Args:
       key: root PRNG key (the sweep's).
@@ -261,25 +291,13 @@ def collisions_dynamics(key: jax.Array, base: incidental.IncidentalConfig, hidde
       quantiles: quantile levels over seeds.
       progress: show progress bars.
       shard: split the seeds over all devices.
+      pad: train every size padded to the largest in one program.
 
     Returns:
-      dict: ``m [k]``, ``steps [n_records]``, ``quantiles [q]``, ``count_quantiles [k, q,
-      n_records]``, ``count_mean [k, n_records]``, ``changes_median [k, n_records]``
-      (features changing neuron per interval), ``loss_median [k, n_records]``, ``final_counts
-      [k, n_seeds]`` (the last record: the final weights' counts).
+      ``sweep_dynamics``'s dict.
     """
-    check_positive_int(n_seeds, "n_seeds")
-    sizes = [check_positive_int(m, "hidden_sizes") for m in hidden_sizes]
-    keys = jax.random.split(key, n_seeds)
     with tempfile.TemporaryDirectory(prefix="jaxinterp-dynamics-") as tmp:
-        root = Path(tmp if record_dir is None else record_dir)
-        runs = []
-        for m in sizes:
-            cfg = dataclasses.replace(base, n_hidden=m, pad_hidden=0)
-            training.fit(incidental.make_init(cfg), incidental.make_loss_and_grad(cfg), incidental.make_optimizer(cfg),
-                         keys, steps=cfg.steps, chunk_size=chunk_size, record=incidental_record(),
-                         record_every=record_every, record_path=root / f"m{m}", run_id=cfg, progress=progress,
-                         desc=f"dynamics m={m}", shard=shard)
-            runs.append(_summarise_run(root / f"m{m}", quantiles))
-    out = {name: np.stack([r[name] for r in runs]) for name in runs[0] if name != "steps"}
-    return {"m": sizes, "steps": runs[0]["steps"], "quantiles": list(quantiles), **out}
+        res = collisions_sweep(key, base, hidden_sizes, n_seeds, chunk_size=chunk_size, pad=pad, progress=progress,
+                               shard=shard, record=incidental_record(), record_every=record_every,
+                               record_dir=tmp if record_dir is None else record_dir)
+        return sweep_dynamics(res, quantiles)
