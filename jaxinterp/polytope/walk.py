@@ -231,7 +231,7 @@ def walk_single(flat: Callable[[jax.Array], jax.Array], masks: jax.Array, x0: ja
 
     def next_root(q, z, s):
         r = -z / jnp.where(s == 0, 1.0, s)
-        return q + jnp.min(jnp.where((s != 0) & (r > 0), r, jnp.inf))
+        return q + jnp.min(jnp.where((s != 0) & (r > 0), r, jnp.inf)).astype(q.dtype)  # units may be narrower
 
     def mismatch(z_model, z):  # relative to the units' scale
         return jnp.max(jnp.abs(z_model - z), initial=0.0) / jnp.maximum(jnp.max(jnp.abs(z), initial=0.0),
@@ -260,7 +260,8 @@ def walk_single(flat: Callable[[jax.Array], jax.Array], masks: jax.Array, x0: ja
         am = argmax(z)
         rec = nf > 0
         # both regions' affine models must agree at the crossing t
-        err = jnp.maximum(st["err"], mismatch(st["z"] + st["s"] * (t - st["q"]), z - s * (q - t)))
+        z_w, s_w, zp_w, sp_w = (v.astype(dtype) for v in (z, s, st["z"], st["s"]))  # in the walk's dtype
+        err = jnp.maximum(st["err"], mismatch(zp_w + sp_w * (t - st["q"]), z_w - s_w * (q - t)))
         keep = lambda arr, val: arr.at[k].set(jnp.where(rec, val, arr[k]))  # noqa: E731
         new = dict(st, i=st["i"] + 1, k=k + rec.astype(jnp.int32), t=next_root(q, z, s), code=code, z=z, s=s, q=q,
                    err=err, am=am, positions=keep(st["positions"], t), n_flips=keep(st["n_flips"], nf),
@@ -273,7 +274,7 @@ def walk_single(flat: Callable[[jax.Array], jax.Array], masks: jax.Array, x0: ja
     st = jax.lax.while_loop(cond, body, state)
     # the last region's affine model must also hold at the end of the path
     one = jnp.ones((), dtype)
-    end = mismatch(st["z"] + st["s"] * (one - st["q"]), values(one)[0])
+    end = mismatch(st["z"].astype(dtype) + st["s"].astype(dtype) * (one - st["q"]), values(one)[0].astype(dtype))
     err = jnp.where(st["t"] >= 1, jnp.maximum(st["err"], end), st["err"])
     return (st["positions"], st["n_flips"], st["layer_flips"], st["am_changes"], st["regions"], st["k"], st["t"] < 1,
             err)
