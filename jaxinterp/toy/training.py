@@ -89,7 +89,8 @@ class _Rebuilt:
     method: str
 
     def __call__(self, *a, **k):
-        return getattr(self.build(*self.args, **dict(self.kwargs)), self.method)(*a, **k)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes int32 step counts with Python floats
+            return getattr(self.build(*self.args, **dict(self.kwargs)), self.method)(*a, **k)
 
 
 @dataclasses.dataclass(frozen=True)
