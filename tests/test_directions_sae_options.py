@@ -68,7 +68,7 @@ def test_resample_step_matches_its_definition(planted):
     state = learner.init(jax.random.key(1), jnp.asarray(x))
     batch = jnp.asarray(planted[0][40:80])
     state = jax.jit(learner.update)(state, batch)  # non-zero moments
-    u = (batch - state.center) / state.scale
+    u = (batch - state.center[None, :]) / state.scale[None, :]
     dead = np.zeros(12, bool)
     dead[[2, 5, 6, 11]] = True
     params, opt = jax.jit(resample, static_argnums=5)(state.params, state.opt_state, u, jnp.asarray(dead),
@@ -144,13 +144,14 @@ def test_scheduled_step_is_adam_with_that_learning_rate(planted):
     config = _config(learner)
     x = jnp.asarray(planted[0][:64])
     state = learner.init(jax.random.key(0), x)
-    u = (x - state.center) / state.scale
+    u = (x - state.center[None, :]) / state.scale[None, :]
     adam = optax.adam(optax.linear_schedule(1e-2 / warm, 1e-2, warm - 1))
 
     @jax.jit
     def reference(params, opt):
         grads = jax.grad(lambda p: sae_loss(p, u, 0.0, jnp.zeros(16, bool), config)[0])(params)
-        upd, opt = adam.update(grads, opt, params)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes int32 step counts with Python floats
+            upd, opt = adam.update(grads, opt, params)
         return optax.apply_updates(params, upd), opt
 
     params, opt = state.params, adam.init(state.params)
