@@ -82,7 +82,7 @@ def forward(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
     w = params["W"]
     check_rank(w, "W", 2)
     check_shape(x, "x", (None, w.shape[1]))
-    return jax.nn.relu((x @ w.T) @ w + params["b"])
+    return jax.nn.relu((x @ w.T) @ w + params["b"][None, :])
 
 
 def sample_features(key: jax.Array, batch_size: int, n_features: int, feature_probability) -> jax.Array:
@@ -95,7 +95,7 @@ def sample_features(key: jax.Array, batch_size: int, n_features: int, feature_pr
 def loss(params: dict[str, jax.Array], x: jax.Array, importance: jax.Array) -> jax.Array:
     """Importance-weighted squared error, summed over features, averaged over the batch."""
     y = forward(params, x)
-    return jnp.mean(jnp.sum(importance * (x - y) ** 2, axis=-1))
+    return jnp.mean(jnp.sum(jnp.broadcast_to(importance, y.shape) * (x - y) ** 2, axis=-1))
 
 
 @dataclasses.dataclass(frozen=True)
