@@ -3,7 +3,7 @@
 The worker below runs in subprocesses (``python -m jaxinterp.launch``), on localhost with gloo
 collectives and tiny sizes:
 
-1. 1 process x 4 devices: a toy collisions sweep and a ReLU SAE trained through
+1. 1 process x 4 devices: a toy collisions sweep (its dynamics recorded) and a ReLU SAE trained through
    ``directions.fit(..., mesh=global_mesh())`` (the reference); then both again with
    checkpoints, the SAE interrupted (an exception after its 2nd of 4 chunks) and the sweep
    killed (``os._exit``, no clean-up) after its 2nd of 4 chunks: the launcher must report it;
@@ -16,6 +16,7 @@ process by XLA's in-process collective, across processes by gloo, which may add 
 sums in another order, so its weights agree to 1e-5 (float32, 40 Adam steps), not bitwise.
 """
 
+import filecmp
 import os
 import signal
 import subprocess
@@ -41,7 +42,7 @@ _WORKER = textwrap.dedent("""
     import numpy as np
     from jaxinterp import directions as jd, loop, sharding
     from jaxinterp.directions import learner as driver
-    from jaxinterp.toy import IncidentalConfig, collisions_sweep, training
+    from jaxinterp.toy import IncidentalConfig, collisions_sweep, dynamics, training
 
     out, ckpt_dir, stage = sys.argv[1:4]
     assert jax.device_count() == 4, jax.devices()
@@ -69,9 +70,11 @@ _WORKER = textwrap.dedent("""
             return loop.run_chunks(run_chunk, state, after_chunk=after, **kw)
         return run_chunks
 
-    def sweep(ckpt=None, kill_after=0):
+    def sweep(ckpt=None, kill_after=0, records=None):
+        # recorded every 5 steps; only process 0 writes the folder and the checkpoint
         training.run_chunks = stopping_after(kill_after, True)
-        r = collisions_sweep(jax.random.key(1), CFG, [8], 8, chunk_size=10, checkpoint_dir=ckpt)
+        r = collisions_sweep(jax.random.key(1), CFG, [8], 8, chunk_size=10, checkpoint_dir=ckpt,
+                             record=dynamics.incidental_record(), record_every=5, record_dir=records)
         return {k: np.asarray(r[k]) for k in ("counts", "final_loss", "match_rate", "mean_rank")}
 
     LEARNER = jd.sae(16, kind="relu", batch_size=B, steps=STEPS, aux_k=0, grad_clip=0.0)
@@ -96,17 +99,17 @@ _WORKER = textwrap.dedent("""
     # replicate broadcasts process 0's value: copies agree even where the processes' values differ
     mine = {"i": np.arange(3) + me, "b": np.array([True, False]) ^ bool(me)}
     same = sharding.gather(sharding.replicate(mine, mesh))
-    save("full", dict(sae=sae(), sae_sampled=sae_sampled(), **serial, **sweep(), rep_i=same["i"], rep_b=same["b"]))
+    save("full", dict(sae=sae(), sae_sampled=sae_sampled(), **serial, **sweep(records=os.path.join(out, f"rec_{n_proc}_p{me}")), rep_i=same["i"], rep_b=same["b"]))
     if stage == "reference":
         try:
             sae(os.path.join(ckpt_dir, "sae.npz"), stop_after=2)
         except Interrupted:
             pass
-        sweep(ckpt_dir, kill_after=2)
+        sweep(ckpt_dir, kill_after=2, records=os.path.join(ckpt_dir, "rec"))
     else:
         starts.clear()
         weights = sae(os.path.join(ckpt_dir, "sae.npz"))
-        toy = sweep(ckpt_dir)
+        toy = sweep(ckpt_dir, records=os.path.join(ckpt_dir, "rec"))
         save("resumed", dict(sae=weights, starts=np.asarray(starts), **toy))
 """) % {"killed": KILLED}
 
@@ -154,6 +157,11 @@ def test_two_processes_match_one_and_resume_on_another_count(tmp_path):
         np.testing.assert_allclose(got["sae_sampled"], want["sae_sampled"], rtol=0, atol=SAE_ATOL)
         print(f"process {p}: SAE 2 x 2 against 1 x 4, max |difference|", np.abs(got["sae"] - want["sae"]).max(),
               np.abs(got["sae_sampled"] - want["sae_sampled"]).max())
+    # the records: written by process 0 alone, identical to one process's; the killed run's, resumed with 2, too
+    names = sorted(p.name for p in (tmp_path / "out" / "rec_1_p0" / "m8").iterdir())
+    assert len(names) == 4 and not (tmp_path / "out" / "rec_2_p1").exists()
+    for folder in (tmp_path / "out" / "rec_2_p0", tmp_path / "ckpt" / "rec"):
+        assert filecmp.cmpfiles(tmp_path / "out" / "rec_1_p0" / "m8", folder / "m8", names, shallow=False)[0] == names
     for got in _load(tmp_path, "resumed", 2):                 # killed with 1 process, resumed with 2
         np.testing.assert_array_equal(got["starts"], [20, 20])
         for name in ("counts", "final_loss", "match_rate", "mean_rank"):

@@ -23,6 +23,7 @@ import dataclasses
 import tempfile
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 
 from jaxinterp.keys import named_key
@@ -160,7 +161,8 @@ def compute(config: Config, key) -> Result:
         res = sweep.collisions_sweep(named_key(key, "collisions"), base, list(config.hidden), config.seeds,
                                      chunk_size=config.chunk_size, pad=config.pad,
                                      checkpoint_dir=config.checkpoint_dir, progress=progress, **recorded)
-        dyn = dynamics.sweep_dynamics(res) if recorded else None
+        # in a multi-process run process 0 writes the records (and the results); the others skip reading them
+        dyn = dynamics.sweep_dynamics(res) if recorded and jax.process_index() == 0 else None
     m_ode, l1_ode = config.sparsification_m, config.sparsification_l1
     trace = theory.simulate_sparsification(named_key(key, "sparsification"), m_ode, l1_ode)
     noise = theory.noise_experiment(named_key(key, "noise"), steps=config.noise_steps, n_seeds=config.noise_seeds,

@@ -359,6 +359,12 @@ def fit(init_params: Callable, loss_and_grad: Callable, optimizer: optax.Gradien
         the number of steps; resumed with the checkpoint, it ends identical to an
         uninterrupted run's. ``history`` is then read-only memmap views of the folder.
 
+    In a multi-process run (``jaxinterp.distributed``) every process trains its block of the
+    instances and gets the whole final state; the checkpoints and the ``record_path`` files are
+    gathered to the host and written by process 0 alone (``history`` is None in the other
+    processes when streamed). Resuming reads the checkpoint in every process, so it must lie on
+    a file system all processes see.
+
     Returns:
       A ``FitResult``; same keys and settings give the same result, whether run in one go,
       resumed, sharded or not.
@@ -396,9 +402,12 @@ def fit(init_params: Callable, loss_and_grad: Callable, optimizer: optax.Gradien
         if pending:   # the records first: a checkpoint never runs ahead of its records
             records.append(pending.pop())
         if checkpoint_path is not None:
-            ckpt.save_pytree(checkpoint_path, {"state": jax.device_get(unpad(state)),
-                                               "records": None if records is None else records.saved()},
-                             metadata={"fingerprint": ckpt.fingerprint(parts), "parts": parts, "steps_done": done})
+            host = jax.device_get(unpad(state))      # a collective across processes: every process gathers
+            if jax.process_index() == 0:             # and process 0 writes
+                ckpt.save_pytree(checkpoint_path, {"state": host,
+                                                   "records": None if records is None else records.saved()},
+                                 metadata={"fingerprint": ckpt.fingerprint(parts), "parts": parts,
+                                           "steps_done": done})
         if callback is not None:
             callback(done, unpad(state))
 
@@ -442,6 +451,26 @@ class _HeldRecords:
         return self.tree
 
 
+class _RecordsElsewhere:
+    """Streamed records in a process other than 0 of a multi-process run: every process computes
+    and gathers them (one program, one collective), process 0 writes them; here they are dropped."""
+
+    def like(self, steps_done: int) -> None:
+        del steps_done
+
+    def start(self, first_record: int, saved) -> None:
+        del first_record, saved
+
+    def append(self, rec) -> None:
+        del rec
+
+    def saved(self) -> None:
+        """Streamed records are not part of the checkpoint."""
+
+    def history(self) -> None:
+        """None: the records are in process 0's ``record_path``."""
+
+
 def _record_store(record, record_every, record_path, steps, n_instances, state, fingerprint):
     """Where ``fit`` keeps its records: None, in memory, or streamed to ``record_path``."""
     if record is None:
@@ -449,6 +478,8 @@ def _record_store(record, record_every, record_path, steps, n_instances, state, 
     spec = record_spec(record, state)
     if record_path is None:
         return _HeldRecords(spec, n_instances, record_every)
+    if jax.process_index() != 0:
+        return _RecordsElsewhere()
     from jaxinterp.toy.dynamics import RecordFile   # dynamics builds on this module
 
     return RecordFile(record_path, spec, n_instances=n_instances, steps=steps, record_every=record_every,
