@@ -69,6 +69,22 @@ def test_config_rejects_bad_settings():
         midrange_study.Config(seeds=0)
     with pytest.raises(ValueError, match="size_schedule"):
         midrange_study.Config(size_schedule="paper")
+    with pytest.raises(ValueError, match="group_model"):
+        midrange_study.Config(group_model="vgg")
+    with pytest.raises(ValueError, match="size"):
+        midrange_study.Config(size=12)  # the LeNet's valid convolutions need 16 pixels
+    midrange_study.Config(size=12, model="small", group_model="small")
+    with pytest.raises(ValueError, match="max_rotation"):
+        midrange_study.Config(max_rotation=4.0)
+
+
+def test_defaults_follow_the_published_protocol():
+    """Adam 1e-3 at batch 1000 for 80 epochs, the 84-unit LeNet features, an 8-epoch probe, and the
+    authors' 5640-image unbiased part; five seeds over the eleven published fractions."""
+    cfg = midrange_study.Config()
+    assert (cfg.learning_rate, cfg.batch_size, cfg.epochs, cfg.probe_epochs) == (1e-3, 1000, 80, 8)
+    assert (cfg.model, cfg.feat_size, cfg.n_unbiased, cfg.size_schedule) == ("lenet", 84, 5640, "authors")
+    assert cfg.fractions == midrange_study.PUBLISHED_F and cfg.seeds == 5
 
 
 def test_linear_probe_matches_a_logistic_regression(key):
