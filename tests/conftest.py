@@ -8,6 +8,12 @@ os.environ.setdefault("JAXINTERP_COMPILATION_CACHE", "0")  # the test suite does
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+# Strict numerics for the whole suite: an implicit rank broadcast or dtype promotion is an error,
+# so the library works for users who turn these on (and hides no accidental promotion). Warnings
+# from jaxinterp are errors too (pyproject.toml: filterwarnings).
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
 
 @pytest.fixture
 def key():
