@@ -104,7 +104,8 @@ def test_aux_k_revives_dead_latents(planted):
     x = planted[0]
     dead_after = {}
     for aux_k in (0, 16):
-        base = jd.sae(32, kind="topk", k=2, steps=400, batch_size=128, aux_k=aux_k, aux_coef=1.0, dead_window=512)
+        base = jd.sae(32, kind="topk", k=2, steps=400, batch_size=128, aux_k=aux_k, aux_coef=1.0, dead_window=512,
+                      resample_every=0)  # the aux-k loss alone
 
         def init(key, sample, base=base):   # the first 16 encoder columns start nearly silent
             state = base.init(key, sample)

@@ -166,21 +166,30 @@ def test_scheduled_step_is_adam_with_that_learning_rate(planted):
 # ---------------------------------------------------------------- JumpReLU threshold
 
 
-def test_jumprelu_threshold_trained_directly_reaches_target_l0(planted):
-    """With the target-L0 loss the batch L0 converges to the target; the direct threshold moves far
-    from its small initial value, the log-parameterised one barely does."""
+def _target_l0_run(x, steps, threshold_param="direct", target=3.0):
+    learner = jd.sae(32, kind="jumprelu", target_l0=target, coef=10.0, init_threshold=0.01, bandwidth=0.05,
+                     threshold_param=threshold_param, steps=steps, batch_size=256, learning_rate=3e-3)
+    return jd.fit(learner, x, key=jax.random.key(0))
+
+
+def test_jumprelu_threshold_trained_directly_moves_toward_target_l0(planted):
+    """With the target-L0 loss the direct threshold moves far from its small initial value and the L0
+    approaches the target; the log-parameterised threshold barely moves in the same steps."""
     x, _, xe, _, _ = planted
-    target = 3.0
-    moved = {}
-    for param in ("direct", "log"):
-        learner = jd.sae(32, kind="jumprelu", target_l0=target, coef=10.0, init_threshold=0.01, bandwidth=0.05,
-                         threshold_param=param, steps=600, batch_size=256, learning_rate=3e-3)
-        d = jd.fit(learner, x, key=jax.random.key(0))
-        moved[param] = float(np.median(np.asarray(d.encoder.threshold)))
-        if param == "direct":
-            assert float(jd.l0(d.encode(xe))) == pytest.approx(target, rel=0.15)
+    direct, log = _target_l0_run(x, 300), _target_l0_run(x, 300, "log")
+    moved = {name: float(np.median(np.asarray(d.encoder.threshold))) for name, d in (("direct", direct), ("log", log))}
     assert moved["direct"] > 10 * 0.01
     assert moved["log"] < moved["direct"] / 2
+    assert float(jd.l0(direct.encode(xe))) == pytest.approx(3.0, rel=0.3)
+    assert float(jd.l0(log.encode(xe))) > 2 * float(jd.l0(direct.encode(xe)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", [3.0, 6.0])
+def test_jumprelu_target_l0_is_reached(planted, target):
+    """After 600 steps the held-out L0 is within 10 % of the target."""
+    x, _, xe, _, _ = planted
+    assert float(jd.l0(_target_l0_run(x, 600, target=target).encode(xe))) == pytest.approx(target, rel=0.1)
 
 
 def test_target_l0_loss_matches_formula(planted):
@@ -247,7 +256,7 @@ def test_free_decoder_topk_selects_by_norm_scaled_preactivation(planted):
 def test_free_decoder_trains_with_unconstrained_norms(planted, kind):
     x, _, xe, _, _ = planted
     learner = jd.sae(32, kind=kind, k=3, coef={"relu": 0.3, "jumprelu": 0.05}.get(kind), decoder="free",
-                     steps=300, batch_size=128, learning_rate=3e-3)
+                     steps=150, batch_size=128, learning_rate=3e-3)
     state = learner.init(jax.random.key(0), jnp.asarray(x))
     np.testing.assert_allclose(np.linalg.norm(np.asarray(state.params["w_dec"]), axis=1), 0.1, rtol=1e-5)
     d = jd.fit(learner, x, key=jax.random.key(0))
