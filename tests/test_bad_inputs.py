@@ -23,10 +23,12 @@ REGISTRIES = (_registry_core, _registry_directions, _registry_interpretability, 
               _registry_polytope, _registry_toy)
 ENTRIES = {e.name: e for r in REGISTRIES for e in r.entries()}
 EXEMPT = {name: why for r in REGISTRIES for name, why in r.EXEMPT.items()}
+#: registered entries whose checks are still missing in the library: strict xfail, so the fix shows
+PENDING = {name: why for r in REGISTRIES for name, why in getattr(r, "PENDING", {}).items()}
 PUBLIC_MODULES = ("jaxinterp", "jaxinterp.capture", "jaxinterp.checkpoint", "jaxinterp.datasets",
-                  "jaxinterp.directions", "jaxinterp.interpretability", "jaxinterp.keys", "jaxinterp.loop",
-                  "jaxinterp.midrange", "jaxinterp.models", "jaxinterp.polytope", "jaxinterp.sharding",
-                  "jaxinterp.streaming", "jaxinterp.studies.claims", "jaxinterp.toy")
+                  "jaxinterp.directions", "jaxinterp.distributed", "jaxinterp.interpretability", "jaxinterp.keys",
+                  "jaxinterp.launch", "jaxinterp.loop", "jaxinterp.midrange", "jaxinterp.models", "jaxinterp.polytope",
+                  "jaxinterp.sharding", "jaxinterp.streaming", "jaxinterp.studies.claims", "jaxinterp.toy")
 
 
 def _needs_checks(obj) -> bool:
@@ -54,7 +56,8 @@ def test_every_public_callable_is_registered():
         sorted(missing))
 
 
-@pytest.mark.parametrize("name", sorted(ENTRIES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=PENDING[n]))
+                                  if n in PENDING else n for n in sorted(ENTRIES)])
 def test_bad_inputs_give_clear_errors(name):
     outcomes = run_entry(ENTRIES[name])
     bad = [f"{label}: {outcome} ({detail})" for label, outcome, detail in outcomes
