@@ -130,8 +130,9 @@ def test_learning_rate_schedule_equals_optax(planted, decay):
     t = np.arange(steps)
     tail = (optax.linear_schedule(lr, lr * end, dec) if decay == "linear"
             else optax.cosine_decay_schedule(lr, dec, alpha=end))
-    want = [float(optax.linear_schedule(0.0, lr, warm)(i + 1)) if i < warm else
-            lr if i < steps - dec else float(tail(i - (steps - dec))) for i in t]
+    with jax.numpy_dtype_promotion("standard"):  # optax's schedules mix integer steps with Python floats
+        want = [float(optax.linear_schedule(0.0, lr, warm)(i + 1)) if i < warm else
+                lr if i < steps - dec else float(tail(i - (steps - dec))) for i in t]
     np.testing.assert_allclose(np.asarray(states.lr), want, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(states.coef_now), 0.5 * np.minimum(1.0, (t + 1) / 5), rtol=1e-6)
 
