@@ -146,3 +146,17 @@ def test_token_mean_of_a_dense_layer_comes_from_its_input(key):
     _, mean = jax.jit(captured)(w, b, x)
     np.testing.assert_allclose(mean["relu"], np.asarray(full["relu"], np.float64).mean(1), atol=ATOL)
     assert (4, 7, 5) not in _reads(jax.make_jaxpr(captured)(w, b, x).jaxpr, "reduce_sum")
+
+
+def test_half_precision_conv_means_accumulate_in_float32():
+    """bfloat16 conv + bias: the means (bfloat16, like the maps) are within bfloat16 rounding of the float64 mean."""
+    bf16 = jax.numpy.bfloat16
+    x = jax.random.normal(jax.random.key(0), (2, 9, 7, 4), bf16)
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 8), bf16)
+    bias = jax.random.normal(jax.random.key(2), (8,), bf16)
+    pre = lambda k, b, x: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+                                                       ) + b[None, None, None, :]
+    want = np.asarray(pre(*(a.astype(jax.numpy.float32) for a in (kernel, bias, x))), np.float64).mean(axis=(1, 2))
+    _, acts = jax.jit(capture(lambda k, b, x: jax.nn.relu(pre(k, b, x)), reduce=channel_mean()))(kernel, bias, x)
+    assert acts["relu"].dtype == bf16
+    np.testing.assert_allclose(np.asarray(acts["relu"], np.float64), want, atol=2e-2, rtol=1e-2)  # bf16: 8 bits

@@ -43,11 +43,16 @@ class Producer(NamedTuple):
     parents: tuple
 
 
+def _accumulation_dtype(dtype: Any) -> Any:
+    """``dtype`` if it has at least 32 bits, else float32 (sums of half-precision maps lose digits)."""
+    return jnp.dtype(dtype) if jnp.finfo(dtype).bits >= 32 else jnp.dtype(jnp.float32)
+
+
 def _accumulator(x: Any) -> Any:
-    """``x`` in at least float32 (sums of half-precision maps lose digits), or None if not floating."""
+    """``x`` in its accumulation dtype, or None if it is not floating."""
     if not jnp.issubdtype(x.dtype, jnp.floating):
         return None
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return x.astype(_accumulation_dtype(x.dtype))
 
 
 def _offset_counts(size: int, out: int, k: int, stride: int, dilation: int, pad_lo: int) -> np.ndarray:
@@ -139,7 +144,10 @@ def _mean(value: Any, producer: Producer | None, reduced: frozenset[int]) -> Any
     if producer.primitive == "add" and len(producer.invals) == 2:
         parts = [_mean(v, q, reduced) if jnp.ndim(v) == value.ndim else None
                  for v, q in zip(producer.invals, producer.parents)]
-        return None if any(part is None for part in parts) else parts[0] + parts[1]
+        if any(part is None for part in parts):
+            return None
+        acc = _accumulation_dtype(value.dtype)  # terms may differ in precision (a bf16 bias)
+        return parts[0].astype(acc) + parts[1].astype(acc)
     if producer.primitive == "conv_general_dilated":
         return _conv_mean(producer, value.shape, reduced)
     if producer.primitive == "dot_general":
