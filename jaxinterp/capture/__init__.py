@@ -18,7 +18,8 @@ data dependent).
 ``rules="activations"`` also records GELU, SiLU, sigmoid, tanh, softplus, softmax (attention
 patterns under ``":post"``) and layer-norm inputs/outputs; :func:`register_rule` adds user rules
 (:class:`FunctionRule` taps every call of a named Python function). ``capture(fn, reduce=...)``
-reduces activations inside the same program (:mod:`~jaxinterp.capture.reduce`), and
+reduces activations inside the same program (:mod:`~jaxinterp.capture.reduce`; means of conv and
+dense outputs come from their inputs, :mod:`~jaxinterp.capture.lineage`, so no map is read twice), and
 :func:`intervene` runs ``fn`` with named activations replaced
 (:mod:`~jaxinterp.capture.intervene`).
 """
