@@ -195,7 +195,7 @@ def test_round_trip_trained_sae(tmp_path, data, kind, normalize):
     x, xe = data
     d = _fit(x, kind)
     if normalize == "none":
-        xe = np.asarray((xe - d.center) / d.scale)  # inputs on the scale this SAE was trained on
+        xe = (xe - np.asarray(d.center)) / np.asarray(d.scale)  # inputs on the scale this SAE was trained on
         d = d.replace(center=np.zeros_like(d.center), scale=np.ones_like(d.scale))
     else:
         assert np.ptp(np.asarray(d.scale)) > 0  # per-feature scale: the fold is not trivial
@@ -286,7 +286,7 @@ def test_dtype_option(tmp_path, data, backend):
     assert json.loads(raw[8:8 + n])["W_enc"]["dtype"] == "BF16"
     back = sl.load_saelens(folder, backend=backend)
     # bfloat16 keeps 8 significant bits: relative error <= 2**-8 per entry
-    ref = np.asarray(d.components * d.scale)
+    ref = np.asarray(d.components) * np.asarray(d.scale)
     np.testing.assert_allclose(np.asarray(back.components), ref, rtol=2.0**-8, atol=0)
     assert not np.array_equal(np.asarray(back.components), ref)  # it was rounded
 
