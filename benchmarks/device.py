@@ -18,8 +18,8 @@ on one H100-class GPU, and writes ``<out>/<benchmark>_<device kind>.json`` (the 
 
 The rows come from the benchmark scripts' own functions wherever those fit an accelerator (the
 CPU baselines there use few steps); the rows whose CPU baseline would take minutes at these sizes
-are timed here without one. ``--quick`` runs the same code at tiny sizes (a smoke run on CPU,
-tested in ``tests/test_device_benchmark.py``).
+are timed here without one. ``--quick`` runs the same code at tiny sizes with XLA's optimisations
+off (a smoke run on CPU, tested in ``tests/test_device_benchmark.py``).
 
 Run: ``python benchmarks/device.py [--quick] [--out DIR] [--sections toy,directions,capture]``.
 """
@@ -212,6 +212,10 @@ def main(argv=None) -> list[Path]:
     if unknown:
         ap.error(f"unknown sections {unknown}; choose from {SECTIONS}")
     sizes = QUICK if args.quick else ACCELERATOR
+    if args.quick:
+        # a smoke run: its tiny programs take far longer to compile than to run, so XLA compiles them
+        # with most optimisations off (the timings of a quick run mean nothing either way)
+        jax.config.update("jax_disable_most_optimizations", True)
     # the best of three: on a shared machine a single measurement can land in another job's burst
     peak = max(measured_matmul_flops(sizes.peak_n) for _ in range(3))
     print(f"device {device_kind()}: float32 matmul peak {peak / 1e12:.3g} TFLOP/s (n={sizes.peak_n})")
