@@ -99,7 +99,8 @@ _WORKER = textwrap.dedent("""
     # replicate broadcasts process 0's value: copies agree even where the processes' values differ
     mine = {"i": np.arange(3) + me, "b": np.array([True, False]) ^ bool(me)}
     same = sharding.gather(sharding.replicate(mine, mesh))
-    save("full", dict(sae=sae(), sae_sampled=sae_sampled(), **serial, **sweep(records=os.path.join(out, f"rec_{n_proc}_p{me}")), rep_i=same["i"], rep_b=same["b"]))
+    toy = sweep(records=os.path.join(out, f"rec_{n_proc}_p{me}"))
+    save("full", dict(sae=sae(), sae_sampled=sae_sampled(), **serial, **toy, rep_i=same["i"], rep_b=same["b"]))
     if stage == "reference":
         try:
             sae(os.path.join(ckpt_dir, "sae.npz"), stop_after=2)

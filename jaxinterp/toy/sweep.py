@@ -94,7 +94,8 @@ def collisions_sweep(key: jax.Array, base: incidental.IncidentalConfig, hidden_s
     return {"n_features": base.n_features, "m": hidden_sizes, "counts": counts, "count_mean": mean,
             "count_sem": sem, "theory": theory.theory_count(base.n_features, hidden_sizes),
             "loglog_slope": theory.loglog_slope(hidden_sizes, mean), "n_seeds": n_seeds,
-            **{name: np.asarray([r[name] for r in runs]) for name in ("match_rate", "mean_rank", "final_loss", "seconds")},
+            **{name: np.asarray([r[name] for r in runs])
+               for name in ("match_rate", "mean_rank", "final_loss", "seconds")},
             "record_paths": [r["record_path"] for r in runs],
             "record_columns": np.asarray([r["record_columns"] for r in runs], np.int64).reshape(k, 2)}
 
