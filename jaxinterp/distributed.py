@@ -203,6 +203,8 @@ def from_process_local(local: Any, mesh: Mesh | None = None, axis: int = 0) -> j
     """
     mesh = _check_mesh(global_mesh() if mesh is None else mesh)
     local = np.asarray(local)
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"`axis` must be an int; got {type(axis).__name__}.")
     if not 0 <= axis < local.ndim:
         raise ValueError(f"`axis` must lie in [0, {local.ndim}) for `local` of shape {local.shape}; got {axis}.")
     n_local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)

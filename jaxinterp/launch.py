@@ -63,6 +63,13 @@ def process_env(process_id: int, num_processes: int, coordinator_address: str, *
     Returns:
       A new dict.
     """
+    num_processes = _check_count(num_processes, "num_processes")
+    if isinstance(process_id, bool) or not isinstance(process_id, int) or not 0 <= process_id < num_processes:
+        raise ValueError(f"`process_id` must be an int in [0, {num_processes}); got {process_id!r}.")
+    if not isinstance(coordinator_address, str) or ":" not in coordinator_address:
+        raise ValueError(f"`coordinator_address` must be a 'host:port' string; got {coordinator_address!r}.")
+    if cpu_devices is not None:
+        cpu_devices = _check_count(cpu_devices, "cpu_devices")
     env = dict(os.environ if base is None else base)
     env.update({COORDINATOR_ENV: coordinator_address, NUM_PROCESSES_ENV: str(num_processes),
                 PROCESS_ID_ENV: str(process_id)})
@@ -126,6 +133,8 @@ def launch(command: Sequence[str], num_processes: int, *, port: int | None = Non
     num_processes = _check_count(num_processes, "num_processes")
     if cpu_devices is not None:
         cpu_devices = _check_count(cpu_devices, "cpu_devices")
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace < float("inf"):
+        raise ValueError(f"`grace` must be a finite number of seconds >= 0; got {grace!r}.")
     address = f"127.0.0.1:{free_port() if port is None else port}"
     procs: list[subprocess.Popen] = []
     previous = {}

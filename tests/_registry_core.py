@@ -20,11 +20,7 @@ EXEMPT: dict[str, str] = {
 
 #: entries whose bad-input checks are missing in the library (strict xfail until the checks land):
 #: name -> what is missing
-PENDING: dict[str, str] = {
-    "jaxinterp.distributed.from_process_local": "`axis` of a wrong type (None, str) is not refused by name",
-    "jaxinterp.launch.launch": "`grace` is not checked (NaN, inf accepted; None, str fail inside)",
-    "jaxinterp.launch.process_env": "`process_id` and `num_processes` are not checked at all",
-}
+PENDING: dict[str, str] = {}
 
 MAPS = RNG.normal(size=(4, 3, 3, 2)).astype(np.float32)             # feature maps [batch, h, w, channels]
 SAMPLES_A = np.array([3.1, 2.9, 3.4, 3.0, 3.3, 3.2], np.float64)     # per-seed measurements
@@ -248,7 +244,8 @@ def _launch_entries():
         Entry("jaxinterp.launch.process_env",
               lambda process_id, num_processes: int(launch.process_env(process_id, num_processes, "127.0.0.1:1",
                                                                        base={})["JAXINTERP_PROCESS_ID"]),
-              dict(process_id=1, num_processes=2)),
+              dict(process_id=1, num_processes=2),
+              accept={"process_id.zero": "process 0 is the coordinator: a valid index"}),
         # a real launch of a command that exits at once (one process); the child execs at once, so
         # subprocess's warning about forking a multithreaded (JAX) process does not apply
         Entry("jaxinterp.launch.launch",
