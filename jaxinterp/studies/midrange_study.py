@@ -24,11 +24,11 @@ one (within ``CURVE_TOLERANCE``) and tests whether MID raises worst-group accura
 
 Measured on CPU, 2026-12-01, seed 0.
 
-- Curve with the published protocol (the defaults), one model per f, 5640 training images
-  (452 steps) at f=0 and f=1: 8-epoch probe (network's own head) f=0 0.764 (0.887), f=1 0.355
-  (0.344); published 0.827, 0.340. f=1 is at chance as in the paper; at f=0 the probe's 46
-  steps at batch 1000 leave it unconverged, 6 points below the paper, while the end-to-end
-  head is 6 points above. The other fractions were not measured: on the shared 2-core machine
+- Curve with the published protocol (the defaults), one model per f (5640, 7050 and 5640
+  training images): 8-epoch probe (network's own head) f=0 0.764 (0.887), f=0.2 0.748
+  (0.897), f=1 0.355 (0.344); published 0.827, 0.864, 0.340. f=1 is at chance as in the
+  paper; at f=0 and f=0.2 the probe's few dozen steps at batch 1000 leave it unconverged, 6
+  and 12 points below the paper, while the end-to-end head is 3 to 6 points above. The other fractions were not measured: on the shared 2-core machine
   one model took 9 to 26 minutes (``python curve_point.py F SEED``, which runs
   ``_accuracy_vs_f`` with ``Config(fractions=(F,), seeds=1, analysis_fraction=F, seed=SEED)``);
   the full default run is 55 models, about 33,000 steps of 1000 images.
