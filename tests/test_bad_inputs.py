@@ -56,8 +56,27 @@ def test_every_public_callable_is_registered():
         sorted(missing))
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=PENDING[n]))
-                                  if n in PENDING else n for n in sorted(ENTRIES)])
+#: entries that train or sweep inside every variant (each takes 10 s or more on a 2-core CPU): run
+#: with ``pytest -m slow``; their argument checks share code with the fast entries of the default run
+SLOW_ENTRIES = frozenset({
+    "jaxinterp.toy.collisions_sweep", "jaxinterp.directions.fit[sae]", "jaxinterp.directions.fit[dictionary]",
+    "jaxinterp.directions.fit[cosine_kmeans]", "jaxinterp.directions.fit[minibatch_kmeans]",
+    "jaxinterp.directions.fit[kmeans]", "jaxinterp.directions.evaluate", "jaxinterp.compare_methods",
+    "jaxinterp.datasets.make_superposition_data", "jaxinterp.exact_walk", "jaxinterp.boundary_distances",
+})
+
+
+def _entry_param(name):
+    marks = [pytest.mark.xfail(strict=True, reason=PENDING[name])] if name in PENDING else []
+    marks += [pytest.mark.slow] if name in SLOW_ENTRIES else []
+    return pytest.param(name, marks=marks)
+
+
+def test_slow_entries_exist():
+    assert SLOW_ENTRIES <= set(ENTRIES), sorted(SLOW_ENTRIES - set(ENTRIES))
+
+
+@pytest.mark.parametrize("name", [_entry_param(n) for n in sorted(ENTRIES)])
 def test_bad_inputs_give_clear_errors(name):
     outcomes = run_entry(ENTRIES[name])
     bad = [f"{label}: {outcome} ({detail})" for label, outcome, detail in outcomes

@@ -49,9 +49,31 @@ def _x(data, name):
     return data[1] if LEARNERS[name][1] else data[0]
 
 
+#: one learner of each family runs in the default test run; the variants (cosine K-means, whitened
+#: PCA, the other SAE kinds, ...) compile programs of their own and run with ``pytest -m slow``
+DEFAULT_RUN = frozenset({"kmeans", "minibatch_kmeans", "pca", "ica", "nmf", "dictionary", "sae_topk", "sae_topk_lr"})
+
+
+def _params(names):
+    """``names`` as test parameters, those outside ``DEFAULT_RUN`` marked slow."""
+    return [n if n in DEFAULT_RUN else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
+
+class _Fitted(dict):
+    """Each learner fitted once per module, on first use (a test of one learner fits only that one)."""
+
+    def __init__(self, data):
+        super().__init__()
+        self.data = data
+
+    def __missing__(self, name):
+        self[name] = jd.fit(LEARNERS[name][0], _x(self.data, name), key=jax.random.key(1))
+        return self[name]
+
+
 @pytest.fixture(scope="module")
 def fitted(data):
-    return {name: jd.fit(learner, _x(data, name), key=jax.random.key(1)) for name, (learner, _) in LEARNERS.items()}
+    return _Fitted(data)
 
 
 def _close(a, b, tol=1e-4):
@@ -59,7 +81,7 @@ def _close(a, b, tol=1e-4):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("name", list(LEARNERS))
+@pytest.mark.parametrize("name", _params(LEARNERS))
 def test_shapes_dtype_jit_and_strict_promotion(fitted, data, name):
     d, x = fitted[name], _x(data, name)
     k = d.n_directions
@@ -77,7 +99,7 @@ def test_shapes_dtype_jit_and_strict_promotion(fitted, data, name):
     _close(jrec, rec)
 
 
-@pytest.mark.parametrize("name", list(LEARNERS))
+@pytest.mark.parametrize("name", _params(LEARNERS))
 def test_fit_under_jit_and_vmap_equals_separate_fits(fitted, data, name):
     """``jit(vmap(fit))`` over two keys, with the data traced, equals two eager fits."""
     learner, _ = LEARNERS[name]
@@ -91,7 +113,7 @@ def test_fit_under_jit_and_vmap_equals_separate_fits(fitted, data, name):
     _close(second, jd.fit(learner, x, key=jax.random.key(2)), 2e-3)
 
 
-@pytest.mark.parametrize("name", list(SWEEPS))
+@pytest.mark.parametrize("name", _params(SWEEPS))
 def test_vmap_over_numeric_hyperparameter_equals_separate_fits(data, name):
     make, values = SWEEPS[name]
     x = data[1] if name == "nmf" else data[0]
@@ -106,7 +128,7 @@ def test_vmap_over_numeric_hyperparameter_equals_separate_fits(data, name):
     assert not np.allclose(np.asarray(parts[0].components), np.asarray(parts[1].components), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", list(LEARNERS))
+@pytest.mark.parametrize("name", _params(LEARNERS))
 def test_update_keeps_state_structure(data, name):
     learner, _ = LEARNERS[name]
     x = jnp.asarray(_x(data, name))
@@ -117,14 +139,14 @@ def test_update_keeps_state_structure(data, name):
         assert a.shape == b.shape and a.dtype == b.dtype
 
 
-@pytest.mark.parametrize("name", list(LEARNERS))
+@pytest.mark.parametrize("name", _params(LEARNERS))
 def test_vmap_over_samples_equals_batch(fitted, name, data):
     d, x = fitted[name], _x(data, name)
     per = jax.jit(jax.vmap(lambda xi: d.encode(xi[None])[0]))(x[:16])
     _close(per, d.encode(x[:16]))
 
 
-@pytest.mark.parametrize("name", list(LEARNERS))
+@pytest.mark.parametrize("name", _params(LEARNERS))
 def test_pytree_round_trip_and_stacking(fitted, name):
     d = fitted[name]
     leaves, tree = jax.tree_util.tree_flatten(d)
@@ -136,14 +158,14 @@ def test_pytree_round_trip_and_stacking(fitted, name):
     np.testing.assert_array_equal(np.asarray(parts[1].components), np.asarray(d.components))
 
 
-@pytest.mark.parametrize("name", list(LEARNERS))
+@pytest.mark.parametrize("name", _params(LEARNERS))
 def test_same_key_same_result(fitted, data, name):
     again = jd.fit(LEARNERS[name][0], _x(data, name), key=jax.random.key(1))
     for a, b in zip(jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(fitted[name])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("name", list(LEARNERS))
+@pytest.mark.parametrize("name", _params(LEARNERS))
 def test_bad_input(data, fitted, name):
     learner, _ = LEARNERS[name]
     x = _x(data, name)
@@ -166,7 +188,7 @@ def test_bad_input(data, fitted, name):
         d.decode(np.zeros((2, d.n_directions + 1), np.float32))
 
 
-@pytest.mark.parametrize("name", [n for n in LEARNERS if not n.startswith("sae")])
+@pytest.mark.parametrize("name", _params([n for n in LEARNERS if not n.startswith("sae")]))
 def test_k_larger_than_data_is_an_error(data, name):
     with pytest.raises(ValueError, match="`k` must be <="):
         jd.fit(LEARNERS[name][0], _x(data, name)[:3], key=jax.random.key(0))
@@ -262,6 +284,7 @@ def test_metric_bad_shapes():
 # ---------------------------------------------------------------- the driver's data paths, resume, caching
 
 
+@pytest.mark.slow  # 30-40 s on a 2-core CPU; the driver's other paths run by default
 def test_memmap_gives_the_same_directions_as_the_array(data, tmp_path):
     x = data[0]
     mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=x.shape)
@@ -288,6 +311,7 @@ def _manual(learner, x, batches, key):
     return learner.finalize(state)
 
 
+@pytest.mark.slow  # 30-40 s on a 2-core CPU; the driver's other paths run by default
 def test_iterable_of_batches_equals_a_manual_update_loop(data):
     x = data[0]
     batches = [x[i:i + 40] for i in range(0, N, 40)] * 2      # 12 batches, in order
@@ -334,6 +358,7 @@ def test_checkpoint_resume_equals_an_uninterrupted_run(data, tmp_path):
                                   checkpoint_path=tmp_path / "v.npz"))(jnp.ones(2))
 
 
+@pytest.mark.slow  # 30-40 s on a 2-core CPU; the driver's other paths run by default
 def test_equal_learners_share_compiled_programs(data):
     """A second fit with a freshly built, equal learner compiles nothing new."""
     from jaxinterp.directions import learner as driver

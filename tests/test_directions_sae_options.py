@@ -59,6 +59,7 @@ def test_resampling_revives_dead_latents(planted):
     assert ev[50] > ev[0] + 0.05  # the revived latents are used
 
 
+@pytest.mark.slow  # 10-20 s on a 2-core CPU
 def test_resample_step_matches_its_definition(planted):
     """Dead latents: decoder row = unit(u_i - b_dec) for distinct batch rows i, encoder column = that row
     times 0.2 times the live latents' mean encoder norm, bias 0, Adam moments 0; live latents untouched."""
@@ -98,6 +99,7 @@ def test_resample_step_matches_its_definition(planted):
         assert np.any(np.asarray(moments0["w_dec"])[dead] != 0)
 
 
+@pytest.mark.slow  # 10-20 s on a 2-core CPU
 def test_resampling_is_decided_by_the_state_and_vmaps(planted):
     """Under jit(vmap) over the learning rate, each member resamples as it would alone."""
     x = planted[0]
@@ -137,6 +139,7 @@ def test_learning_rate_schedule_equals_optax(planted, decay):
     np.testing.assert_allclose(np.asarray(states.coef_now), 0.5 * np.minimum(1.0, (t + 1) / 5), rtol=1e-6)
 
 
+@pytest.mark.slow  # 10-20 s on a 2-core CPU
 def test_scheduled_step_is_adam_with_that_learning_rate(planted):
     """Three updates equal optax.adam driven by a warm-up schedule on the same gradients."""
     warm = 4

@@ -184,7 +184,8 @@ def _fit(x, kind):
     return _FITTED[kind]
 
 
-@pytest.mark.parametrize("kind", ["relu", "topk", "batchtopk", "jumprelu"])
+@pytest.mark.parametrize("kind", ["relu", pytest.param("topk", marks=pytest.mark.slow),
+                                  pytest.param("batchtopk", marks=pytest.mark.slow), "jumprelu"])
 @pytest.mark.parametrize("normalize", ["none", "zscore"])
 def test_round_trip_trained_sae(tmp_path, data, kind, normalize):
     """load(save(d)) encodes and reconstructs like d; normalisation folded into the weights.
@@ -250,6 +251,7 @@ VARIANTS = {
 }
 
 
+@pytest.mark.slow  # each trains an SAE (10-15 s on a 2-core CPU); the variants share the saved format
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_round_trip_training_variants(tmp_path, data, variant):
     """Each training variant exports as a plain SAELens architecture: SAELens's formula on the written
