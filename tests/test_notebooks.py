@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+# each notebook runs its studies end to end (1-4 minutes on a 2-core CPU): `pytest -m slow`
+pytestmark = pytest.mark.slow
+
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
 
