@@ -57,10 +57,18 @@ class LeNet(nn.Module):
             if min(x.shape[1:3]) < self.kernel_size + 1:
                 raise ValueError(f"LeNet input of {x.shape[1]} x {x.shape[2]} pixels is too small for "
                                  f"{len(self.channels)} valid {self.kernel_size} x {self.kernel_size} conv blocks.")
-            x = nn.avg_pool(nn.relu(nn.Conv(c, (self.kernel_size,) * 2, padding="VALID")(x)), (2, 2), strides=(2, 2))
+            x = _avg_pool_2x2(nn.relu(nn.Conv(c, (self.kernel_size,) * 2, padding="VALID")(x)))
         x = x.reshape(x.shape[0], -1)
         for w in self.dense:
             x = nn.relu(nn.Dense(w)(x))
         feats = nn.relu(nn.Dense(self.feat_size)(x))
         logits = nn.Dense(self.n_classes)(feats)
         return (logits, feats) if return_features else logits
+
+
+def _avg_pool_2x2(x: jax.Array) -> jax.Array:
+    """2 x 2 average pooling at stride 2 without padding (``nn.avg_pool(x, (2, 2), strides=(2, 2))``,
+    whose window-size division fails under strict dtype promotion): ``[b, h, w, c] -> [b, h // 2, w // 2, c]``."""
+    b, h, w, c = x.shape
+    x = x[:, : h - h % 2, : w - w % 2, :]
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
