@@ -103,14 +103,20 @@ def compare(n: int, m: int, instances: int, steps_ours: int, steps_torch: int, p
     from jaxinterp.toy import initial_params
 
     w0 = np.asarray(initial_params(make_init(cfg), keys))
-    ref = TorchReference(w0.copy(), cfg.learning_rate, cfg.l1)
     ours_s = time_fn(lambda: _ours(cfg, keys, steps_ours, 500), repeats=repeats, warmup=1) / steps_ours
-    torch_s = time_fn(lambda: ref.run(steps_torch), repeats=repeats, warmup=1) / steps_torch
     flops = 4.0 * n * n * m * instances
-    return row(f"train step n={n} m={m} instances={instances}", ours_s, "torch AdamW reference loop", torch_s,
+    case = f"train step n={n} m={m} instances={instances}"
+    extra = dict(ours_steps_instances_per_s=instances / ours_s, ours_gflops=flops / ours_s / 1e9,
+                 peak_fraction=flops / ours_s / peak)
+    try:
+        ref = TorchReference(w0.copy(), cfg.learning_rate, cfg.l1)
+    except ImportError:   # the PyTorch baseline is optional (the `bench` extra)
+        return row(case, ours_s, "torch AdamW reference loop (torch not installed)", None,
+                   note=f"per step; ours {steps_ours} steps/fit", **extra)
+    torch_s = time_fn(lambda: ref.run(steps_torch), repeats=repeats, warmup=1) / steps_torch
+    return row(case, ours_s, "torch AdamW reference loop", torch_s,
                note=f"per step; ours {steps_ours} steps/fit, torch {steps_torch} steps",
-               ours_steps_instances_per_s=instances / ours_s, baseline_steps_instances_per_s=instances / torch_s,
-               ours_gflops=flops / ours_s / 1e9, peak_fraction=flops / ours_s / peak)
+               baseline_steps_instances_per_s=instances / torch_s, **extra)
 
 
 def seeds_scaling(seed_counts, n: int, m: int, work: int, peak: float, repeats: int,

@@ -12,14 +12,21 @@ ROW_KEYS = {"case", "ours_s", "baseline", "baseline_s", "speedup", "note"}
 
 
 def test_device_benchmark_quick_writes_per_device_results(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device.py"), "--quick", "--out", str(tmp_path)],
+    # run as on a machine without the optional PyTorch baseline (the test extra does not install it):
+    # a package named torch that fails to import shadows any installed one
+    blocker = tmp_path / "no_torch" / "torch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('torch is blocked for this test')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker.parent), str(ROOT)])}
+    (tmp_path / "out").mkdir()
+    tmp_out = tmp_path / "out"
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device.py"), "--quick", "--out", str(tmp_out)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-4000:]
-    files = sorted(p.name for p in tmp_path.glob("*.json"))
+    files = sorted(p.name for p in tmp_out.glob("*.json"))
     assert files == ["capture_quick_cpu.json", "directions_quick_cpu.json", "toy_training_quick_cpu.json"], files
     for name in files:
-        payload = json.loads((tmp_path / name).read_text())
+        payload = json.loads((tmp_out / name).read_text())
         assert payload["device_kind"] == "cpu" and payload["device"].startswith("cpu")
         assert payload["benchmark"] == name.removesuffix("_cpu.json")
         peak = payload["params"]["matmul_peak_flops"]
@@ -33,9 +40,11 @@ def test_device_benchmark_quick_writes_per_device_results(tmp_path):
                 assert math.isclose(r["speedup"], r["baseline_s"] / r["ours_s"], rel_tol=1e-12)
             if not name.startswith("capture"):          # every toy and directions row counts its FLOPs
                 assert 0 < r["peak_fraction"] <= 1.5, r
-    toy = json.loads((tmp_path / "toy_training_quick_cpu.json").read_text())
+    toy = json.loads((tmp_out / "toy_training_quick_cpu.json").read_text())
     sweep = [r for r in toy["rows"] if r["case"].startswith("seed D sweep")]
     assert len(sweep) == 1 and len(sweep[0]["count_mean"]) == len(toy["params"]["sizes"]["sweep"][1])
     assert all(0 <= c <= toy["params"]["sizes"]["sweep"][1][0] for c in sweep[0]["count_mean"])
-    directions = json.loads((tmp_path / "directions_quick_cpu.json").read_text())
+    compare = [r for r in toy["rows"] if r["case"].startswith("train step")]
+    assert compare and all(r["baseline_s"] is None and "not installed" in r["baseline"] for r in compare)
+    directions = json.loads((tmp_out / "directions_quick_cpu.json").read_text())
     assert {r["case"].split()[0] for r in directions["rows"]} == {"sae", "kmeans", "fastica"}
