@@ -7,7 +7,7 @@ import pytest
 
 from jaxinterp import directions as jd
 from jaxinterp.datasets import make_superposition_data
-from jaxinterp.directions._sae import heaviside, jumprelu, sae_loss
+from jaxinterp.directions._sae import _aux_loss, _forward, heaviside, jumprelu, sae_loss
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +172,25 @@ def test_aux_k_loss_is_skipped_without_dead_latents_and_exact_with_them(planted)
     np.put_along_axis(f_aux, top_aux, np.maximum(np.take_along_axis(pre, top_aux, 1), 0), 1)
     aux = ((err - f_aux @ p["w_dec"]) ** 2).sum(1).mean()
     np.testing.assert_allclose(loss - base, 0.5 * aux, rtol=1e-4)
+
+
+def test_aux_k_under_cond_equals_the_always_computed_loss_without_recompiling(planted):
+    """With dead latents, the loss and gradients under lax.cond equal those of the aux-k term added
+    unconditionally; one compiled program serves batches with and without dead latents."""
+    params, u, config = _topk_loss_inputs(planted, aux_k=4)
+    _, _, config0 = _topk_loss_inputs(planted, aux_k=0)
+
+    def always(p, dead):   # the aux-k term computed on every call
+        pre, f, w_dec, _ = _forward(p, u, config)
+        err = u - (f @ w_dec + p["b_dec"][None, :])
+        return sae_loss(p, u, jnp.float32(0.0), dead, config0)[0] + _aux_loss(pre, err, w_dec, dead, config=config)
+
+    gated = jax.jit(jax.value_and_grad(lambda p, dead: sae_loss(p, u, jnp.float32(0.0), dead, config)[0]))
+    dead = jnp.zeros(20, bool).at[jnp.asarray([0, 3, 8, 11, 19])].set(True)
+    for mask in (dead, jnp.ones(20, bool), jnp.zeros(20, bool).at[5].set(True)):
+        (loss, grads), (want, want_grads) = gated(params, mask), jax.value_and_grad(always)(params, mask)
+        np.testing.assert_allclose(float(loss), float(want), rtol=1e-6)
+        for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(want_grads)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    gated(params, jnp.zeros(20, bool))
+    assert gated._cache_size() == 1
