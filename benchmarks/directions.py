@@ -7,18 +7,22 @@ Cases (sizes from the issue: 100k x 64 and 20k x 512; ``--quick`` shrinks them):
   * NMF, equal coordinate-descent sweeps from NNDSVDa, vs sklearn NMF(solver="cd");
   * minibatch dictionary learning, equal steps (sklearn ``partial_fit`` on the same batches);
   * sparse-autoencoder training throughput (vectors/s, fraction of the measured matmul peak)
-    vs the same ReLU+L1 SAE written in PyTorch.
+    vs the same ReLU+L1 SAE written in PyTorch, at d=512, m=1024, batch 1024 (every kind) and at
+    the issue's d=512, m=4096, batch 4096 (ReLU+L1 and TopK);
+  * a vmapped sweep of 4 ReLU+L1 SAEs over the L1 coefficient vs the 4 trainings one by one.
 Each row reports both objectives (``ours_objective`` / ``baseline_objective``, lower is better)
 so the speed ratio can be read as time to the same objective. Compilation is timed apart.
 
-Run: ``python benchmarks/directions.py [--quick]``.
+Run: ``python benchmarks/directions.py [--quick] [--only kmeans,ica,...]`` (``--only`` re-measures some
+groups and keeps the other rows of the results file).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
 import os
+import statistics
 import sys
 import time
 import warnings
@@ -30,7 +34,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import block, measured_matmul_flops, row, time_fn, write_results  # noqa: E402
+from _common import (RESULTS_DIR, block, measured_matmul_flops, row, sae_step_flops, time_fn,  # noqa: E402
+                     write_results)
 
 from jaxinterp import directions as jd  # noqa: E402
 from jaxinterp.datasets import make_superposition_data  # noqa: E402
@@ -221,60 +226,95 @@ def torch_sae_seconds(x, m, steps, bs, coef, lr):
     return time.perf_counter() - start
 
 
-def bench_sae(x, m, steps, bs, peak, rows):
-    """SAE training: one warm-up (compiling) call, then one timed call per kind."""
+def _torch_threads():
+    """The torch module with every CPU thread in use, or None (the PyTorch baseline is optional)."""
     try:
         import torch
+    except ImportError:   # the `bench` extra is not installed
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    return torch
 
-        torch.set_num_threads(os.cpu_count() or 1)
-    except ImportError:   # the PyTorch baseline is optional (the `bench` extra)
-        torch = None
+
+def _sae_fit(x, m, steps, bs, kind, coef=None):
+    """A function training one SAE of ``kind`` for ``steps`` steps in one compiled chunk."""
+    extra = {"relu": {"aux_k": 0}, "topk": {"k": 32}, "batchtopk": {"k": 32}, "jumprelu": {}}[kind]
+    coef = (0.1 if kind == "relu" else 1.0) if coef is None else coef
+    learner = jd.sae(m, kind=kind, steps=steps, batch_size=bs, coef=coef, **extra)
+    return lambda: jd.fit(learner, x, key=KEY, chunk_size=steps).components
+
+
+def bench_sae(x, m, steps, bs, peak, rows, *, kinds=("relu", "topk", "batchtopk", "jumprelu"), torch_baseline=True,
+              repeats=1):
+    """SAE training throughput per kind: one warm-up (compiling) call, then timed calls.
+
+    The ReLU+L1 row alternates with the same SAE in PyTorch when ``torch_baseline`` (and torch is
+    installed). ``peak_fraction`` is the step's matmul FLOPs (``10 b d m``) per second over ``peak``.
+    """
+    torch = _torch_threads() if torch_baseline else None
     d = x.shape[1]
-    # matmul FLOPs per step: encoder forward + weight gradient (2 x 2bdm), decoder forward + weight
-    # gradient + input gradient (3 x 2bdm)
-    flops_per_step = 10.0 * bs * d * m
-    relu_s = None
-    torch_times: list[float] = []
-    for kind, extra in (("relu", {"aux_k": 0}), ("topk", {"k": 32}), ("batchtopk", {"k": 32}), ("jumprelu", {})):
-        learner = jd.sae(m, kind=kind, steps=steps, batch_size=bs, coef=0.1 if kind == "relu" else 1.0, **extra)
-        fit = lambda learner=learner: jd.fit(learner, x, key=KEY, chunk_size=steps).components  # noqa: E731
+    flops = sae_step_flops(bs, d, m) * steps
+    for kind in kinds:
+        fit = _sae_fit(x, m, steps, bs, kind)
         baseline, base_s = "-", None
-        if kind == "relu" and torch is None:
-            steady, comp, _ = _ours(fit, 2)
-            relu_s = steady
-        elif kind == "relu":
-            # the PyTorch loop times itself (after its own warm-up steps); alternate with ours
+        if kind == "relu" and torch is not None:
+            torch_times: list[float] = []   # the PyTorch loop times itself (after its own warm-up steps)
             steady, _, comp, _, _ = _pair(fit, lambda: torch_times.append(torch_sae_seconds(x, m, steps, bs, 0.1, 1e-3)),
-                                          2)
-            relu_s = steady
+                                          max(repeats, 2))
             baseline, base_s = "PyTorch (same SAE)", statistics.median(torch_times)
         else:
-            steady, comp, _ = _ours(fit, 1)
-        vps = steps * bs / steady
-        frac = flops_per_step * steps / steady / peak
+            steady, comp, _ = _ours(fit, repeats)
         rows.append(row(f"sae {kind} train d={d} m={m} b={bs}", steady, baseline, base_s,
-                        note=f"{steps} steps; {vps:,.0f} vectors/s", compile_s=comp, vectors_per_s=vps,
-                        peak_fraction=frac))
-    # one vmapped sweep of 4 SAEs vs 4 separate trainings (the relu_l1 row above, same config)
-    coefs = (0.03, 0.1, 0.3, 1.0)
-    def sweep():
-        def one(c):
-            return jd.fit(jd.sae(m, kind="relu", coef=c, steps=steps, batch_size=bs, aux_k=0), x, key=KEY,
-                          chunk_size=steps)
+                        note=f"{steps} steps; {steps * bs / steady:,.0f} vectors/s", compile_s=comp,
+                        vectors_per_s=steps * bs / steady, peak_fraction=flops / steady / peak))
 
-        return jax.vmap(one)(np.asarray(coefs, np.float32)).components
 
-    sweep_s, comp, _ = _ours(sweep, 1)
-    rows.append(row(f"sae sweep x{len(coefs)} (vmap) d={d} m={m}", sweep_s, "4 separate trainings", 4 * relu_s,
-                    note="one vmap over L1 coefficients, shared batches", compile_s=comp,
-                    vectors_per_s=len(coefs) * steps * bs / sweep_s,
-                    peak_fraction=len(coefs) * flops_per_step * steps / sweep_s / peak))
+def bench_sae_sweep(x, m, steps, bs, peak, repeats, rows, coefs=(0.03, 0.1, 0.3, 1.0)):
+    """One ``vmap`` over L1 coefficients against the same trainings run one after another.
+
+    The sweep shares the batch stream (the sampling key is not vmapped, so each step gathers one
+    minibatch for all members) and runs as one compiled scan; the baseline calls ``fit`` once per
+    coefficient (one compiled program, the coefficient lives in the state).
+    """
+    d = x.shape[1]
+    learner = lambda c: jd.sae(m, kind="relu", coef=c, steps=steps, batch_size=bs, aux_k=0)  # noqa: E731
+    sweep = jax.jit(jax.vmap(lambda c: jd.fit(learner(c), x, key=KEY, chunk_size=steps).components))
+    cs = np.asarray(coefs, np.float32)
+    separate = lambda: [jd.fit(learner(float(c)), x, key=KEY, chunk_size=steps).components for c in coefs]  # noqa: E731
+    block(separate())   # compile the separate trainings' program outside the timing
+    sweep_s, sep_s, comp, _, _ = _pair(lambda: sweep(cs), separate, repeats)
+    flops = len(coefs) * sae_step_flops(bs, d, m) * steps
+    rows.append(row(f"sae sweep x{len(coefs)} (vmap) d={d} m={m}", sweep_s,
+                    f"{len(coefs)} separate trainings", sep_s,
+                    note="one vmap over L1 coefficients sharing the batch stream", compile_s=comp,
+                    vectors_per_s=len(coefs) * steps * bs / sweep_s, peak_fraction=flops / sweep_s / peak,
+                    separate_peak_fraction=flops / sep_s / peak))
+
+
+GROUPS = ("kmeans", "minibatch", "ica", "nmf", "dictionary", "sae", "sae_large", "sweep")
+
+
+def _merge(name: str, rows: list[dict]) -> list[dict]:
+    """``rows`` in place of the rows with the same case in the results file ``name`` (others kept)."""
+    path = RESULTS_DIR / f"{name}.json"
+    if not path.exists():
+        return rows
+    new = {r["case"]: r for r in rows}
+    old = json.loads(path.read_text())["rows"]
+    merged = [new.pop(r["case"], r) for r in old]
+    return merged + list(new.values())
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    p.add_argument("--only", default=",".join(GROUPS),
+                   help=f"comma-separated groups to run, of {','.join(GROUPS)}; the other rows of an existing "
+                        "results file are kept")
     args = p.parse_args(argv)
+    only = set(args.only.split(","))
+    if not only <= set(GROUPS):
+        p.error(f"--only: unknown groups {sorted(only - set(GROUPS))}; choose from {','.join(GROUPS)}")
     q = args.quick
     repeats = 1 if q else 3
     na, da = (10_000, 32) if q else (100_000, 64)
@@ -290,20 +330,34 @@ def main(argv=None):
     peak = measured_matmul_flops(512 if q else 1024)
     rows: list[dict] = []
     for name, x, k in ((f"{na}x{da}", xa, 64 if not q else 16), (f"{nb}x{db}", xb, 64 if not q else 16)):
-        bench_kmeans(name, x, k, repeats, rows)
-        bench_minibatch_kmeans(name, x, k, 100 if q else 300, repeats, rows)
-        bench_ica(name, x, min(16, x.shape[1]) if q else 32, repeats, rows)
-        bench_nmf(name, x, 16 if q else 32, 20 if q else 100, repeats, rows)
-    bench_dictionary(f"{na}x{da}", xa, 2 * da, 50 if q else 200, 0.1, repeats, rows)
-    # the peak is re-measured next to the SAE runs (the machine is shared; take the best)
-    peak = max([peak] + [measured_matmul_flops(1024 if q else 2048) for _ in range(3)])
-    bench_sae(xb, 2 * db, 20 if q else 40, 256 if q else 1024, peak, rows)
+        if "kmeans" in only:
+            bench_kmeans(name, x, k, repeats, rows)
+        if "minibatch" in only:
+            bench_minibatch_kmeans(name, x, k, 100 if q else 300, repeats, rows)
+        if "ica" in only:
+            bench_ica(name, x, min(16, x.shape[1]) if q else 32, repeats, rows)
+        if "nmf" in only:
+            bench_nmf(name, x, 16 if q else 32, 20 if q else 100, repeats, rows)
+    if "dictionary" in only:
+        bench_dictionary(f"{na}x{da}", xa, 2 * da, 50 if q else 200, 0.1, repeats, rows)
+    if only & {"sae", "sae_large", "sweep"}:
+        # the peak is re-measured next to the SAE runs (the machine is shared; take the best)
+        peak = max([peak] + [measured_matmul_flops(1024 if q else 2048) for _ in range(3)])
+    if "sae" in only:
+        bench_sae(xb, 2 * db, 20 if q else 40, 256 if q else 1024, peak, rows)
+    if "sae_large" in only:   # the issue's size: d=512, m=4096, batch 4096 (86 GFLOP a step)
+        bench_sae(xb, 8 * db, 2 if q else 5, 1024 if q else 4096, peak, rows, kinds=("relu", "topk"),
+                  torch_baseline=False)
+    if "sweep" in only:
+        bench_sae_sweep(xb, 2 * db, 20 if q else 40, 256 if q else 1024, peak, repeats, rows)
     for r in rows:
         if "ours_objective" in r:
             r["objective_ratio"] = r["ours_objective"] / r["baseline_objective"] if r["baseline_objective"] else None
-    write_results("directions" + ("_quick" if q else ""),
-                  {"quick": q, "data_a": [na, da], "data_b": [nb, db], "matmul_peak_flops": peak,
-                   "repeats": repeats, "cpu_count": os.cpu_count()}, rows)
+    name = "directions" + ("_quick" if q else "")
+    if only != set(GROUPS):
+        rows = _merge(name, rows)
+    write_results(name, {"quick": q, "data_a": [na, da], "data_b": [nb, db], "matmul_peak_flops": peak,
+                         "repeats": repeats, "cpu_count": os.cpu_count(), "groups_last_run": sorted(only)}, rows)
 
 
 if __name__ == "__main__":
