@@ -1,5 +1,5 @@
-"""The authors' LeNet-style encoder: parameter counts of their EncoderCore (closed form) and a
-forward pass against a numpy loop implementation."""
+"""The authors' LeNet-style encoder: parameter counts of their EncoderCore (closed form), and the
+forward pass (both BatchNorm modes) and running-average update against a numpy loop implementation."""
 
 import jax
 import jax.numpy as jnp
@@ -10,44 +10,96 @@ from jaxinterp.midrange.lenet import LeNet
 
 
 def test_parameter_counts_match_the_authors_encoder_at_64_pixels(key):
-    params = LeNet(n_classes=3).init(key, jnp.zeros((1, 64, 64, 1)))
-    sizes = sorted(int(np.size(p)) for p in jax.tree_util.tree_leaves(params))
+    variables = jax.eval_shape(LeNet(n_classes=3).init, key, jnp.zeros((1, 64, 64, 1)))  # shapes only
+    sizes = sorted(int(np.size(p)) for p in jax.tree_util.tree_leaves(variables["params"]))
     # EncoderCore(feat_size=84) on 1 x 64 x 64: conv 1->6 and 6->16 (5 x 5), 60 -> 30 -> 26 -> 13
     # pixels, so 16 * 13 * 13 = 2704 inputs to dense 120, 84, 84; a linear head to 3 classes
     expected = sorted([6 * 25, 6, 6 * 16 * 25, 16, 2704 * 120, 120, 120 * 84, 84, 84 * 84, 84, 84 * 3, 3])
     assert sizes == expected
+    # affine-free BatchNorms (no parameters): a running mean and variance per channel or unit
+    stats = variables["batch_stats"]
+    assert sorted(stats) == [f"BatchNorm_{i}" for i in range(5)]
+    assert [stats[f"BatchNorm_{i}"]["mean"].shape[0] for i in range(5)] == [6, 16, 120, 84, 84]
+    assert "batch_stats" not in jax.eval_shape(LeNet(batch_norm=False).init, key, jnp.zeros((1, 20, 20, 1)))
 
 
-def _numpy_forward(params, x):
-    """The same network written with explicit loops (valid correlation, 2 x 2 mean pool)."""
-    p = params["params"]
+def _numpy_forward(variables, x, *, train):
+    """The same network written with explicit loops (valid correlation, 2 x 2 mean pool, and
+    BatchNorm over all axes but the last with the batch's or the running statistics).
+
+    Returns logits, features and the batch statistics ``[(mean, biased var)]`` per BatchNorm."""
+    p, stats = variables["params"], variables.get("batch_stats")
+    batch_stats = []
+
+    def norm(h, i):
+        if stats is None:
+            return h
+        axes = tuple(range(h.ndim - 1))
+        mean, var = h.mean(axes), ((h - h.mean(axes)) ** 2).mean(axes)
+        batch_stats.append((mean, var))
+        if not train:
+            mean, var = (np.asarray(stats[f"BatchNorm_{i}"][k], np.float64) for k in ("mean", "var"))
+        return (h - mean) / np.sqrt(var + 1e-5)
+
     h = x
-    for name in ("Conv_0", "Conv_1"):
+    for i, name in enumerate(("Conv_0", "Conv_1")):
         k, b = np.asarray(p[name]["kernel"]), np.asarray(p[name]["bias"])
         kh, kw = k.shape[:2]
         n, hh, ww, _ = h.shape
         out = np.zeros((n, hh - kh + 1, ww - kw + 1, k.shape[-1]))
-        for i in range(out.shape[1]):
-            for j in range(out.shape[2]):
-                out[:, i, j] = np.einsum("nabc,abcd->nd", h[:, i:i + kh, j:j + kw], k) + b
+        for r in range(out.shape[1]):
+            for c in range(out.shape[2]):
+                out[:, r, c] = np.einsum("nabc,abcd->nd", h[:, r:r + kh, c:c + kw], k) + b
         out = np.maximum(out, 0)
         m, q = out.shape[1] // 2, out.shape[2] // 2
-        h = out[:, :2 * m, :2 * q].reshape(n, m, 2, q, 2, -1).mean((2, 4))
+        h = norm(out[:, :2 * m, :2 * q].reshape(n, m, 2, q, 2, -1).mean((2, 4)), i)
     h = h.reshape(h.shape[0], -1)
-    for name in ("Dense_0", "Dense_1", "Dense_2"):
-        h = np.maximum(h @ np.asarray(p[name]["kernel"]) + np.asarray(p[name]["bias"]), 0)
-    return h @ np.asarray(p["Dense_3"]["kernel"]) + np.asarray(p["Dense_3"]["bias"]), h
+    for i, name in enumerate(("Dense_0", "Dense_1", "Dense_2")):
+        h = norm(np.maximum(h @ np.asarray(p[name]["kernel"]) + np.asarray(p[name]["bias"]), 0), 2 + i)
+    return h @ np.asarray(p["Dense_3"]["kernel"]) + np.asarray(p["Dense_3"]["bias"]), h, batch_stats
 
 
-def test_forward_matches_a_numpy_loop(key):
-    model = LeNet(feat_size=7, dense=(9, 8), n_classes=3)
+def _with_running_stats(variables, key):
+    """The variables with random running statistics (so evaluation mode is not the identity)."""
+    leaves, tree = jax.tree_util.tree_flatten(variables["batch_stats"])
+    keys = jax.random.split(key, len(leaves))
+    new = [jax.random.uniform(k, v.shape, minval=0.5, maxval=2.0) for k, v in zip(keys, leaves)]
+    return {"params": variables["params"], "batch_stats": jax.tree_util.tree_unflatten(tree, new)}
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_evaluation_forward_matches_a_numpy_loop(key, batch_norm):
+    model = LeNet(feat_size=7, dense=(9, 8), n_classes=3, batch_norm=batch_norm)
     x = np.asarray(jax.random.uniform(key, (2, 20, 20, 1)))
-    params = model.init(jax.random.key(1), jnp.asarray(x))
-    logits, feats = model.apply(params, jnp.asarray(x), return_features=True)
-    ref_logits, ref_feats = _numpy_forward(params, x.astype(np.float64))
+    variables = jax.jit(model.init)(jax.random.key(1), jnp.asarray(x))
+    if batch_norm:
+        variables = _with_running_stats(variables, jax.random.key(2))
+    logits, feats = jax.jit(lambda v, x: model.apply(v, x, return_features=True))(variables, jnp.asarray(x))
+    ref_logits, ref_feats, _ = _numpy_forward(variables, x.astype(np.float64), train=False)
     assert feats.shape == (2, 7) and logits.shape == (2, 3)
     np.testing.assert_allclose(np.asarray(feats), ref_feats, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(logits), ref_logits, rtol=1e-4, atol=1e-5)
+
+
+def test_training_forward_uses_batch_statistics_and_updates_running_averages(key):
+    """Batch mean and biased variance normalise; running = 0.9 running + 0.1 batch (PyTorch's
+    momentum 0.1; the variance as Flax keeps it, biased)."""
+    model = LeNet(feat_size=7, dense=(9, 8), n_classes=3)
+    x = np.asarray(jax.random.uniform(key, (16, 20, 20, 1)))
+    variables = _with_running_stats(jax.jit(model.init)(jax.random.key(1), jnp.asarray(x)), jax.random.key(2))
+    (logits, feats), upd = jax.jit(lambda v, x: model.apply(v, x, return_features=True, train=True,
+                                                            mutable=["batch_stats"]))(variables, jnp.asarray(x))
+    ref_logits, ref_feats, batch = _numpy_forward(variables, x.astype(np.float64), train=True)
+    np.testing.assert_allclose(np.asarray(feats), ref_feats, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(logits), ref_logits, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(feats).mean(0), 0.0, atol=1e-4)  # features standardised over the batch
+    for i, (mean, var) in enumerate(batch):
+        old = variables["batch_stats"][f"BatchNorm_{i}"]
+        new = upd["batch_stats"][f"BatchNorm_{i}"]
+        np.testing.assert_allclose(np.asarray(new["mean"]), 0.9 * np.asarray(old["mean"]) + 0.1 * mean,
+                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(new["var"]), 0.9 * np.asarray(old["var"]) + 0.1 * var,
+                                   rtol=1e-4, atol=1e-5)
 
 
 def test_rejects_inputs_too_small_or_not_images():
@@ -55,3 +107,5 @@ def test_rejects_inputs_too_small_or_not_images():
         LeNet().init(jax.random.key(0), jnp.zeros((1, 12, 12, 1)))
     with pytest.raises(ValueError, match="batch, h, w"):
         LeNet().init(jax.random.key(0), jnp.zeros((1, 20, 20)))
+    with pytest.raises(TypeError, match="batch_norm"):
+        LeNet(batch_norm=1)

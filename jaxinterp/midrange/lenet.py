@@ -1,11 +1,14 @@
 """The LeNet-style encoder of O'Mahony et al.'s dSprites experiments, with a linear head.
 
-The authors' ``EncoderCore``: two ``Conv(5 x 5, valid) -> ReLU -> AvgPool(2)`` blocks (6 and 16
-channels), then ReLU dense layers of 120 and 84 units and a ReLU feature layer of
-``feat_size`` (84) units; a linear layer maps the features to the logits. Their encoder puts a
-``BatchNorm`` without affine parameters after every block; this module leaves it out (the
-trainers here keep no batch statistics) and the study's linear probe standardises the frozen
-features instead, which is what an affine-free BatchNorm in evaluation mode does.
+The authors' ``EncoderCore``: two ``Conv(5 x 5, valid) -> ReLU -> AvgPool(2) -> BatchNorm`` blocks
+(6 and 16 channels), then ``Dense -> ReLU -> BatchNorm`` layers of 120 and 84 units and a feature
+layer of ``feat_size`` (84) units built the same way; a linear layer maps the (batch-normalised)
+features to the logits. Every BatchNorm is affine-free (PyTorch ``affine=False``: no scale, no
+offset). In training mode (``train=True``) a BatchNorm normalises with the batch's mean and
+biased variance and updates running averages (PyTorch momentum 0.1, i.e. ``running = 0.9 *
+running + 0.1 * batch``; PyTorch stores the unbiased batch variance in its running average,
+Flax the biased one, a factor ``m / (m - 1)`` with ``m`` at least the batch size); in evaluation
+mode it normalises with the running averages. ``batch_norm=False`` leaves the BatchNorms out.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ import flax.linen as nn
 import jax
 
 from jaxinterp._validation import check_positive_int
+
+#: PyTorch's BatchNorm defaults (momentum 0.1 of the new batch, epsilon 1e-5) in Flax's convention.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
 
 
 class LeNet(nn.Module):
@@ -28,6 +35,8 @@ class LeNet(nn.Module):
       dense: widths of the ReLU dense layers between the conv blocks and the feature layer.
       feat_size: width of the ReLU feature (penultimate) layer.
       n_classes: number of logits.
+      batch_norm: an affine-free BatchNorm after every block, as the authors' encoder has
+        (variables gain a ``"batch_stats"`` collection of running means and variances).
     """
 
     channels: Sequence[int] = (6, 16)
@@ -35,6 +44,7 @@ class LeNet(nn.Module):
     dense: Sequence[int] = (120, 84)
     feat_size: int = 84
     n_classes: int = 3
+    batch_norm: bool = True
 
     def __post_init__(self):
         for name in ("kernel_size", "feat_size", "n_classes"):
@@ -42,11 +52,25 @@ class LeNet(nn.Module):
         for name in ("channels", "dense"):
             for w in getattr(self, name):
                 check_positive_int(w, name)
+        if not isinstance(self.batch_norm, bool):
+            raise TypeError(f"`batch_norm` must be a bool; got {type(self.batch_norm).__name__}.")
         super().__post_init__()
 
+    def _norm(self, x: jax.Array, train: bool) -> jax.Array:
+        if not self.batch_norm:
+            return x
+        return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                            use_bias=False, use_scale=False)(x)
+
     @nn.compact
-    def __call__(self, x: jax.Array, return_features: bool = False):
+    def __call__(self, x: jax.Array, return_features: bool = False, train: bool = False):
         """Logits ``[batch, n_classes]`` (and features ``[batch, feat_size]``) for ``x [batch, h, w, c]``.
+
+        Args:
+          x: images ``[batch, h, w, c]``.
+          return_features: also return the (normalised) feature-layer output.
+          train: BatchNorms use batch statistics and update their running averages (apply with
+            ``mutable=["batch_stats"]``); otherwise they use the running averages.
 
         Raises:
           ValueError: ``x`` not 4-D, or too small for the valid convolutions and pools.
@@ -58,10 +82,11 @@ class LeNet(nn.Module):
                 raise ValueError(f"LeNet input of {x.shape[1]} x {x.shape[2]} pixels is too small for "
                                  f"{len(self.channels)} valid {self.kernel_size} x {self.kernel_size} conv blocks.")
             x = _avg_pool_2x2(nn.relu(nn.Conv(c, (self.kernel_size,) * 2, padding="VALID")(x)))
+            x = self._norm(x, train)
         x = x.reshape(x.shape[0], -1)
         for w in self.dense:
-            x = nn.relu(nn.Dense(w)(x))
-        feats = nn.relu(nn.Dense(self.feat_size)(x))
+            x = self._norm(nn.relu(nn.Dense(w)(x)), train)
+        feats = self._norm(nn.relu(nn.Dense(self.feat_size)(x)), train)
         logits = nn.Dense(self.n_classes)(feats)
         return (logits, feats) if return_features else logits
 
