@@ -58,6 +58,72 @@ def test_kmeans_plusplus_picks_distinct_rows(blobs):
     assert len(set(idx)) == 15
 
 
+def _numpy_lloyd(x, centers, tol, max_iter=300):
+    """Plain Lloyd in float64 (every row against every centre, every iteration)."""
+    x, c = x.astype(np.float64), np.asarray(centers, np.float64)
+    for it in range(1, max_iter + 1):
+        labels = np.argmin(((x[:, None] - c[None]) ** 2).sum(-1), axis=1)
+        new = np.stack([x[labels == j].mean(0) if np.any(labels == j) else c[j] for j in range(len(c))])
+        shift, c = ((new - c) ** 2).sum(), new
+        if shift <= tol:
+            return c, it
+    return c, max_iter
+
+
+@pytest.mark.parametrize("cosine", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_lloyd_with_distance_bounds_equals_plain_lloyd(blobs, cosine):
+    """Hamerly's bounds skip rows, never change them: same centres and iteration count as a numpy
+    Lloyd from the same k-means++ seeds (centres to 1e-4)."""
+    from jaxinterp.directions._kmeans import _kmeans_plusplus, _lloyd
+
+    x = blobs / np.linalg.norm(blobs, axis=1, keepdims=True) if cosine else blobs
+    tol = 1e-6 * float(np.mean(np.var(x, axis=0)))
+    key = _key(3)
+    centers, inertia, n_iter = _lloyd(key, jax.numpy.asarray(x), tol, k=20, cosine=cosine, max_iter=300,
+                                      n_local_trials=4)
+    seeds = np.asarray(_kmeans_plusplus(key, jax.numpy.asarray(x), 20, 4), np.float64)
+    if cosine:
+        seeds /= np.linalg.norm(seeds, axis=1, keepdims=True)
+        want, want_iter = seeds, 0
+        for want_iter in range(1, 301):   # spherical Lloyd: argmax cosine, unit means
+            labels = np.argmax(x @ want.T, axis=1)
+            new = np.stack([x[labels == j].mean(0) if np.any(labels == j) else want[j] for j in range(20)])
+            new /= np.linalg.norm(new, axis=1, keepdims=True)
+            shift, want = ((new - want) ** 2).sum(), new
+            if shift <= tol:
+                break
+    else:
+        want, want_iter = _numpy_lloyd(x, seeds, tol)
+    assert int(n_iter) == want_iter > 5
+    np.testing.assert_allclose(np.asarray(centers), want, atol=1e-4)
+
+
+def test_distance_bounds_hold_after_the_centres_move(blobs):
+    """After random centre moves, the reassigned labels are the nearest centres, ``upper`` bounds the
+    distance to it and ``lower`` the distance to every other centre (brute force in float64)."""
+    from jaxinterp.directions._kmeans import _assign, _reassign
+
+    rng = np.random.default_rng(0)
+    x = jax.numpy.asarray(blobs)
+    xsq = jax.numpy.sum(x * x, axis=1)
+    slack = 1e-3 * jax.numpy.sqrt(xsq + jax.numpy.max(xsq))
+    c = blobs[rng.choice(len(blobs), 15, replace=False)]
+    bounds = _assign(x, xsq, jax.numpy.asarray(c))
+    reassign = jax.jit(_reassign)
+    for scale in (0.01, 0.1, 0.5, 3.0):   # few to all rows stale: every gathering tier and the full pass
+        new = (c + scale * rng.normal(size=c.shape)).astype(np.float32)
+        bounds = reassign(x, xsq, slack, jax.numpy.asarray(new), jax.numpy.asarray(np.linalg.norm(new - c, axis=1)),
+                           bounds)
+        dist = np.sqrt(((blobs[:, None].astype(np.float64) - new[None]) ** 2).sum(-1))
+        labels = np.asarray(bounds.labels)
+        np.testing.assert_array_equal(labels, np.argmin(dist, axis=1))
+        own = dist[np.arange(len(x)), labels]
+        assert np.all(np.asarray(bounds.upper) >= own - 1e-4)
+        dist[np.arange(len(x)), labels] = np.inf
+        assert np.all(np.asarray(bounds.lower) <= dist.min(1) + 1e-4)
+        c = new
+
+
 def test_minibatch_kmeans_close_to_sklearn(blobs):
     ours = jd.fit(jd.minibatch_kmeans(15, batch_size=256, steps=400), blobs, key=_key())
     sk = MiniBatchKMeans(15, batch_size=256, n_init=1, random_state=0, max_iter=100).fit(blobs)
