@@ -223,8 +223,9 @@ def _kmeans_update(state: KMeansState, x, *, k, cosine, n_init, max_iter, trials
         x = unit_rows(x)
     abs_tol = state.tol * jnp.mean(jnp.var(x, axis=0))
     keys = jax.random.split(state.key, n_init)
-    centers, inertia, n_iter = jax.vmap(
-        lambda kk: _lloyd(kk, x, abs_tol, k=k, cosine=cosine, max_iter=max_iter, n_local_trials=trials))(keys)
+    # one initialisation after another: under vmap the bounds' branches would all run as selects
+    centers, inertia, n_iter = jax.lax.map(
+        lambda kk: _lloyd(kk, x, abs_tol, k=k, cosine=cosine, max_iter=max_iter, n_local_trials=trials), keys)
     best = jnp.argmin(inertia)
     return KMeansState(state.key, state.tol, centers[best], inertia[best], n_iter[best])
 
@@ -253,7 +254,7 @@ def kmeans(k: int, *, cosine: bool = False, response: str = "projection", n_init
         directions for cosine K-means); more is an error, as the centres would repeat.
       cosine: cluster the L2-normalised rows with unit-norm centroids (spherical K-means).
       response: ``"projection"`` or ``"distance"``.
-      n_init: independent initialisations run in parallel; the lowest inertia wins.
+      n_init: independent initialisations, run one after another; the lowest inertia wins.
       max_iter: maximum Lloyd iterations.
       tol: stop when the squared centre shift is below ``tol`` times the mean feature variance
         (numeric: a sweep may ``vmap`` over it).
