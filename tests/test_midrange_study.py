@@ -68,10 +68,13 @@ def _check_written(tmp_path, payload, cfg):
 
 
 def test_tiny_study_writes_contract_metrics_claims_and_figures(tmp_path):
-    """The whole pipeline at a size that only guarantees the contract (no accuracy-quality checks)."""
+    """The whole pipeline at a size that only guarantees the contract (no accuracy-quality checks).
+
+    The group benchmark's network trains with the curve's settings (200 images, 4 epochs at batch
+    64), so both share one compiled training program."""
     cfg = dataclasses.replace(midrange_study.Config.quick(), fractions=(0.0, 1.0), analysis_fraction=0.0,
                               n_unbiased=200, n_test=300, epochs=4, probe_epochs=20, group_seeds=1,
-                              group_epochs=4, n_train=300, n_pool=300, n_val=90, n_group_test=90, dfr_retrains=2)
+                              group_epochs=4, n_train=200, n_pool=300, n_val=90, n_group_test=90, dfr_retrains=2)
     payload = execute(get_study("midrange"), cfg, tmp_path)
     metrics = _check_written(tmp_path, payload, cfg)
     assert metrics["train_size"] == [cfg.n_unbiased, cfg.n_unbiased]  # the authors' schedule: n / max(f, 1 - f)
