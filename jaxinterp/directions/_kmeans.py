@@ -243,7 +243,7 @@ def _kmeans_finalize(state: KMeansState, *, cosine, response) -> Directions:
 
 def kmeans(k: int, *, cosine: bool = False, response: str = "projection", n_init: int = 1, max_iter: int = 300,
            tol: float = 1e-4, n_local_trials: int | None = None) -> Learner:
-    """Full-batch K-means (Lloyd from k-means++ seeds); the best of ``n_init`` runs (vmapped).
+    """Full-batch K-means (Lloyd from k-means++ seeds); the best of ``n_init`` runs.
 
     A direction's response (``encode``) is the projection of the (unit-normalised, for cosine)
     input on the centroid, or with ``response="distance"`` minus the distance to it; ``codes``
