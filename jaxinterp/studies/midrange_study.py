@@ -29,11 +29,10 @@ one (within ``CURVE_TOLERANCE``) and tests whether MID raises worst-group accura
 
 Measured on CPU, 2026-12-01, seed 0.
 
-- Curve with the published protocol (the defaults), one model per f, seed 0 (``timeout 2400
-  python curve_point.py F 0``, which runs ``_accuracy_vs_f`` with ``Config(fractions=(F,),
-  seeds=1, analysis_fraction=F, seed=0)`` under ``named_key(jax.random.key(0), "curve")``; 10
-  to 20 minutes per model on the shared 2-core machine; 5640, 7050, 11280 and 5640 training
-  images): 8-epoch probe (network's own head) f=0 0.906 (0.945), f=0.2 0.938 (0.950), f=0.5
+- Curve with the published protocol (the defaults), one model per f, seed 0: for each F, in
+  its own process under ``timeout 2400``, ``_accuracy_vs_f(Config(fractions=(F,), seeds=1,
+  analysis_fraction=F, seed=0), named_key(jax.random.key(0), "curve"), bar)`` (6 to 14 minutes
+  per model on the shared 2-core machine; 5640, 7050, 11280 and 5640 training images): 8-epoch probe (network's own head) f=0 0.906 (0.945), f=0.2 0.938 (0.950), f=0.5
   0.941 (0.952), f=1 0.346 (0.347); published 0.827, 0.864, 0.879, 0.340. The probe is now
   converged (within 1 to 4 points of the network's own head; the authors' probes reach 100 %
   training accuracy too). f=1 is at chance as in the paper, and the curve rises from f=0 to
@@ -41,13 +40,14 @@ Measured on CPU, 2026-12-01, seed 0.
   points above the paper, outside ``CURVE_TOLERANCE``: our 20-pixel shapes rotated within
   +/-30 degrees are an easier task than dSprites' full-circle rotations (the end-to-end head
   of the authors' notebook run reaches 78.2 % at f=0, ours 94.5 %). With full-circle rotations
-  (``max_rotation=pi``, ``curve_point_rot.py F 0 3.141592653589793``, otherwise the same) the
+  (the same call with ``max_rotation=math.pi`` in the ``Config``) the
   task is harder than the paper's at 20 pixels: f=0 0.681 (0.751), f=0.5 0.781 (0.832), 15
   and 10 points below the paper, the rise from f=0 to f=0.5 kept; the published values lie
   between the two rotation ranges.
-- The same without the encoder's BatchNorms (``batch_norm=False``; the probe then standardises
-  the features with their training mean and deviation): f=0 0.764 (0.887), f=0.2 0.748
-  (0.897), f=1 0.355 (0.344): the probe's few dozen steps at batch 1000 left it unconverged.
+- Before the BatchNorms went in (the encoder without them, as ``batch_norm=False``; a probe
+  with Flax's initialisation and a constant learning rate on standardised features): f=0 0.764
+  (0.887), f=0.2 0.748 (0.897), f=1 0.355 (0.344): the probe's few dozen steps at batch 1000
+  left it unconverged.
 - Curve with the earlier protocol (``model="small"``, ``batch_size=64``, ``learning_rate=5e-3``,
   ``epochs=48``, ``probe_epochs=100``, ``n_unbiased=1500``), linear probe (network's own
   head): f=0 0.876 (0.875), f=0.3 0.930 (0.937), f=0.5 0.952 (0.952), f=1 0.338 (0.337);
