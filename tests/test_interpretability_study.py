@@ -69,6 +69,7 @@ def test_config_validation_names_the_field():
         S.Config(n_random=2.5)
 
 
+@pytest.mark.slow
 def test_interpretability_study_quick(tmp_path):
     with pytest.warns(S.CircularSimilarityWarning, match="network being analysed"):
         assert main(["run", "interpretability", "--out", str(tmp_path), "--quick", "--no-progress"]) == 0

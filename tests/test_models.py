@@ -8,6 +8,7 @@ from jaxinterp import models
 from jaxinterp.studies.models_study import layer_statistics
 
 
+@pytest.mark.slow
 def test_mnist1d_mlp_and_cnn_accuracy():
     mlp = models.trained_classifier("mlp", "mnist1d")
     cnn = models.trained_classifier("cnn", "mnist1d")

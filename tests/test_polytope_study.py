@@ -20,6 +20,7 @@ def _verdict(p, ordered, p_min=0.0):
     return HOLDS if p < 0.05 and ordered else FAILS
 
 
+@pytest.mark.slow
 def test_polytope_study_quick(tmp_path):
     assert main(["run", "polytope", "--out", str(tmp_path), "--quick", "--no-progress"]) == 0
     out = json.loads((tmp_path / "polytope.json").read_text())

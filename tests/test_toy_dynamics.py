@@ -126,7 +126,7 @@ def test_count_quantiles_match_numpy_blockwise():
                                np.quantile(values, (0.1, 0.5, 0.9), axis=1))
 
 
-@pytest.mark.parametrize("pad", [False, True])
+@pytest.mark.parametrize("pad", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_recorded_sweep_gives_the_unrecorded_counts_and_its_dynamics(tmp_path, pad):
     """One training gives both: the recorded sweep's numbers equal the unrecorded sweep's bitwise, and the
     last record of every seed is its final count."""

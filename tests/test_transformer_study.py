@@ -45,6 +45,7 @@ def _check_output(output, config):
     assert set(output.figures) == {"ablation"}
 
 
+@pytest.mark.slow
 def test_quick_run_produces_metrics_and_claims():
     config = ts.Config.quick()
     _check_output(base.run(ts.STUDY, config), config)
