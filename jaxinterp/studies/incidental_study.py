@@ -56,7 +56,8 @@ class Config(StudyConfig):
       record_every: steps between records of the training dynamics (divides ``steps`` and
         ``chunk_size``); 0 skips the dynamics (the sweep's training is recorded, not repeated).
       dynamics_dir: folder for the dynamics' record files (one folder per m); None: a
-        temporary folder.
+        temporary folder, deleted once the dynamics are summarised (the result's
+        ``sweep["record_paths"]`` are then None).
       noise_steps: SGD steps of the noise experiment.
       noise_seeds: runs per noise kind and scale.
       superposition_steps: training steps of each superposition toy model.
@@ -163,6 +164,8 @@ def compute(config: Config, key) -> Result:
                                      checkpoint_dir=config.checkpoint_dir, progress=progress, **recorded)
         # in a multi-process run process 0 writes the records (and the results); the others skip reading them
         dyn = dynamics.sweep_dynamics(res) if recorded and jax.process_index() == 0 else None
+    if recorded and not config.dynamics_dir:   # the temporary record files are gone: point at nothing
+        res = {**res, "record_paths": [None] * len(res["record_paths"])}
     m_ode, l1_ode = config.sparsification_m, config.sparsification_l1
     trace = theory.simulate_sparsification(named_key(key, "sparsification"), m_ode, l1_ode)
     noise = theory.noise_experiment(named_key(key, "noise"), steps=config.noise_steps, n_seeds=config.noise_seeds,
