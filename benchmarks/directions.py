@@ -226,6 +226,35 @@ def torch_sae_seconds(x, m, steps, bs, coef, lr):
     return time.perf_counter() - start
 
 
+def saelens_sae_seconds(x, m, steps, bs, coef, lr):
+    """Seconds for ``steps`` steps of SAELens's own ``StandardTrainingSAE`` (ReLU + L1 weighted by
+    the decoder norms) with Adam on the same activations, or None when ``sae_lens`` is not installed."""
+    try:
+        import torch
+        from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig
+        from sae_lens.saes.sae import TrainStepInput
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=x.shape[1], d_sae=m, l1_coefficient=coef))
+    opt = torch.optim.Adam(sae.parameters(), lr=lr)
+    xt = torch.from_numpy(x)
+    idx = torch.randint(0, x.shape[0], (steps, bs))
+
+    def step(i):
+        out = sae.training_forward_pass(TrainStepInput(xt[idx[i]], {"l1": coef}, None, i, False))
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+
+    for i in range(3):
+        step(i)
+    start = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    return time.perf_counter() - start
+
+
 def _torch_threads():
     """The torch module with every CPU thread in use, or None (the PyTorch baseline is optional)."""
     try:
@@ -258,10 +287,15 @@ def bench_sae(x, m, steps, bs, peak, rows, *, kinds=("relu", "topk", "batchtopk"
         fit = _sae_fit(x, m, steps, bs, kind)
         baseline, base_s = "-", None
         if kind == "relu" and torch is not None:
-            torch_times: list[float] = []   # the PyTorch loop times itself (after its own warm-up steps)
-            steady, _, comp, _, _ = _pair(fit, lambda: torch_times.append(torch_sae_seconds(x, m, steps, bs, 0.1, 1e-3)),
+            # SAELens's training SAE when installed, else the same SAE as a plain PyTorch loop; either
+            # times itself (after its own warm-up steps), alternating with ours
+            use_saelens = saelens_sae_seconds(x[:bs], m, 1, bs, 0.1, 1e-3) is not None
+            baseline_fn = saelens_sae_seconds if use_saelens else torch_sae_seconds
+            torch_times: list[float] = []
+            steady, _, comp, _, _ = _pair(fit, lambda: torch_times.append(baseline_fn(x, m, steps, bs, 0.1, 1e-3)),
                                           max(repeats, 2))
-            baseline, base_s = "PyTorch (same SAE)", statistics.median(torch_times)
+            baseline = "SAELens StandardTrainingSAE" if use_saelens else "PyTorch (same SAE)"
+            base_s = statistics.median(torch_times)
         else:
             steady, comp, _ = _ours(fit, repeats)
         rows.append(row(f"sae {kind} train d={d} m={m} b={bs}", steady, baseline, base_s,
