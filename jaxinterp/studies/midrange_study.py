@@ -34,11 +34,11 @@ Measured on CPU, 2026-12-01, seed 0.
   analysis_fraction=F, seed=0), named_key(jax.random.key(0), "curve"), bar)`` (6 to 14 minutes
   per model on the shared 2-core machine; 5640 to 11280 training images): 8-epoch probe
   (network's own head) f=0 0.906 (0.945), f=0.1 0.925 (0.944), f=0.2 0.938 (0.950), f=0.3
-  0.940 (0.953), f=0.5 0.941 (0.952), f=1 0.346 (0.347); published 0.827, 0.833, 0.864,
-  0.871, 0.879, 0.340. The probe is now converged (within 1 to 4 points of the network's own
+  0.940 (0.953), f=0.4 0.944 (0.951), f=0.5 0.941 (0.952), f=1 0.346 (0.347); published
+  0.827, 0.833, 0.864, 0.871, 0.880, 0.879, 0.340. The probe is now converged (within 1 to 4 points of the network's own
   head; the authors' probes reach 100 % training accuracy too). f=1 is at chance as in the
-  paper, and the curve rises from f=0 to f=0.2-0.5 as the paper's does (+3.5 points against
-  +5.2), but f=0 to 0.5 sit 6 to 9 points above the paper, outside ``CURVE_TOLERANCE``: our
+  paper, and the curve rises from f=0 to f=0.2-0.5 as the paper's does (+3.5 points at f=0.5
+  against +5.2), but f=0 to 0.5 sit 6 to 9 points above the paper, outside ``CURVE_TOLERANCE``: our
   20-pixel shapes rotated within +/-30 degrees are an easier task than dSprites' full-circle
   rotations (the end-to-end head of the authors' notebook run reaches 78.2 % at f=0, ours
   94.5 %). With full-circle rotations (the same call with ``max_rotation=math.pi`` in the
