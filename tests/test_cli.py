@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from jaxinterp.cli import main
 from jaxinterp.studies.registry import study_names
 
@@ -13,6 +15,7 @@ def test_list(capsys):
         assert name in out
 
 
+@pytest.mark.slow
 def test_run_models_quick_writes_json_figures_and_report(tmp_path):
     assert main(["run", "models", "--out", str(tmp_path), "--quick", "--no-progress"]) == 0
     payload = json.loads((tmp_path / "models.json").read_text())

@@ -94,6 +94,7 @@ def test_capture_equals_hand_written_forward():
                                    acts["Block_0/mlp_out"]), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_trains_to_high_accuracy_on_a_tiny_config():
     tt = T.train_modular_addition(23, key=jax.random.key(0), steps=2000, train_fraction=0.6, d_model=64, d_mlp=128)
     assert tt.train_accuracy == 1.0
