@@ -190,6 +190,16 @@ def bench_dictionary(name, x, k, steps, alpha, repeats, rows):
                     baseline_objective=lasso_objective(mb.components_)))
 
 
+def _timed_steps(step, steps: int) -> float:
+    """Seconds of ``step(i)`` for ``i < steps`` after three warm-up steps (a PyTorch training loop)."""
+    for i in range(3):
+        step(i)
+    start = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    return time.perf_counter() - start
+
+
 def torch_sae_seconds(x, m, steps, bs, coef, lr):
     """Seconds for ``steps`` steps of the same ReLU+L1 SAE (unit-norm decoder rows) in PyTorch."""
     import torch
@@ -218,12 +228,7 @@ def torch_sae_seconds(x, m, steps, bs, coef, lr):
             params["w_dec"].copy_(torch.nn.functional.normalize(params["w_dec"], dim=1))
         return loss
 
-    for i in range(3):
-        step(i)
-    start = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    return time.perf_counter() - start
+    return _timed_steps(step, steps)
 
 
 def saelens_sae_seconds(x, m, steps, bs, coef, lr):
@@ -247,12 +252,7 @@ def saelens_sae_seconds(x, m, steps, bs, coef, lr):
         out.loss.backward()
         opt.step()
 
-    for i in range(3):
-        step(i)
-    start = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    return time.perf_counter() - start
+    return _timed_steps(step, steps)
 
 
 def _torch_threads():
