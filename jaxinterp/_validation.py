@@ -161,3 +161,19 @@ def check_seed(seed, name: str = "seed") -> int:
     if seed < 0:
         raise ValueError(f"`{name}` must be >= 0; got {seed}.")
     return int(seed)
+
+
+def check_classifier_data(x, y, batch_size) -> tuple[int, int]:
+    """Validate a classifier's training data and minibatch size; return ``(n, batch_size)``.
+
+    ``x`` must be a finite floating array ``[n, ...]``, ``y`` integer labels ``[n]`` and
+    ``batch_size`` an int in ``[1, n]``.
+    """
+    check_same_leading("x", x, "y", y)
+    x_dtype = np.asarray(x).dtype
+    if not np.issubdtype(x_dtype, np.floating):
+        raise TypeError(f"`x` must have a floating dtype; got {x_dtype}.")
+    check_finite(x, "x")
+    check_integer_labels(y, "y")
+    n = int(np.shape(x)[0])
+    return n, check_positive_int(batch_size, "batch_size", maximum=n, maximum_name="number of samples")

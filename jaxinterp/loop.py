@@ -23,13 +23,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import jax
 import numpy as np
 
-from jaxinterp._validation import check_positive_int
+from jaxinterp._validation import check_key, check_positive_int
 
 State = TypeVar("State")
 
-__all__ = ["chunk_sizes", "run_chunks"]
+__all__ = ["chunk_sizes", "run_chunks", "run_keyed_chunks"]
 
 
 def _check_span(steps, start, chunk_size) -> tuple[int, int, int]:
@@ -108,3 +109,40 @@ def run_chunks(run_chunk: Callable[[State, int, int], State], state: State, *, s
         if bar is not None:
             bar.close()
     return state
+
+
+def run_keyed_chunks(chunk_fn: Callable[[State, Any], tuple[State, Any]], state: State, *, key, steps: int,
+                     chunk_size: int, progress: bool = False, desc: str = "fit") -> tuple[State, np.ndarray]:
+    """``run_chunks`` for a loop whose step ``t`` draws its randomness from ``split(key, steps)[t]``.
+
+    The minibatch trainers (``models.train_classifier``, ``midrange.training.train_epochs``) share
+    this: one key per step, so a run's minibatches do not depend on the chunk size, and the
+    per-step outputs (the losses) collected across chunks.
+
+    Args:
+      chunk_fn: ``chunk_fn(state, step_keys [n]) -> (state, outputs [n])``, normally a jitted
+        ``lax.scan`` over the keys.
+      state: the state at step 0.
+      key: PRNG key split into one key per step.
+      steps: total number of steps.
+      chunk_size: steps per chunk.
+      progress: show a tqdm bar over steps.
+      desc: the bar's label.
+
+    Returns:
+      ``(state, outputs)``: the state after ``steps`` steps and the per-step outputs stacked
+      along the first axis (``[steps, ...]``).
+    """
+    check_key(key, "key")
+    if not callable(chunk_fn):
+        raise TypeError(f"`chunk_fn` must be callable; got {type(chunk_fn).__name__}.")
+    step_keys = jax.random.split(key, check_positive_int(steps, "steps"))
+    outputs = []
+
+    def run_chunk(carry, start, n):
+        carry, out = chunk_fn(carry, step_keys[start:start + n])
+        outputs.append(np.asarray(out))
+        return carry
+
+    state = run_chunks(run_chunk, state, steps=steps, chunk_size=chunk_size, progress=progress, desc=desc)
+    return state, np.concatenate(outputs)

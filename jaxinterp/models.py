@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxinterp._validation import (check_finite, check_integer_labels, check_nonempty, check_positive_int,
-                                   check_real, check_same_leading)
-from jaxinterp.loop import run_chunks
+from jaxinterp._validation import (check_classifier_data, check_finite, check_integer_labels, check_nonempty,
+                                   check_positive_int, check_real, check_same_leading)
+from jaxinterp.loop import run_keyed_chunks
 from jaxinterp.sharding import enable_compilation_cache
 
 __all__ = ["CNN", "MLP", "TrainHistory", "TrainedClassifier", "accuracy", "init_params", "predict",
@@ -186,7 +186,7 @@ def train_classifier(
     """Train a classifier with softmax cross-entropy and Adam(W), minibatches drawn with ``key``.
 
     The loop runs in jitted ``lax.scan`` chunks of ``chunk`` steps through
-    ``jaxinterp.loop.run_chunks``; step ``t`` draws its minibatch with
+    ``jaxinterp.loop.run_keyed_chunks``; step ``t`` draws its minibatch with
     ``jax.random.split(key_data, steps)[t]``. Inputs of any floating dtype (half precision
     included) are computed in float32. Compiled programs are reused across calls with the same
     model and settings, and across processes through JAX's persistent compilation cache
@@ -216,32 +216,21 @@ def train_classifier(
         params = init_params(model, np.shape(x)[1:], key=k_init)
     xs = jnp.asarray(x, jnp.float32)
     ys = jnp.asarray(y, jnp.int32)
-    step_keys = jax.random.split(k_data, steps)
-    losses = []
 
-    def run_chunk(carry, start, n):
-        carry, loss = _train_chunk(carry, step_keys[start : start + n], xs, ys, model=model, settings=settings)
-        losses.append(np.asarray(loss))
-        return carry
+    def chunk_fn(carry, step_keys):
+        return _train_chunk(carry, step_keys, xs, ys, model=model, settings=settings)
 
-    carry = run_chunks(run_chunk, (params, _optimizer(settings).init(params)), steps=steps, chunk_size=chunk,
-                       progress=progress, desc="train_classifier")
-    return carry[0], TrainHistory(np.concatenate(losses), steps)
+    carry, losses = run_keyed_chunks(chunk_fn, (params, _optimizer(settings).init(params)), key=k_data,
+                                     steps=steps, chunk_size=chunk, progress=progress, desc="train_classifier")
+    return carry[0], TrainHistory(losses, steps)
 
 
 def _check_training(x, y, key, steps, batch_size, learning_rate, weight_decay, schedule, chunk) -> _Settings:
     """Validate ``train_classifier``'s arguments; returns its static settings."""
     _check_key(key, "key")
-    check_same_leading("x", x, "y", y)
-    x_dtype = np.asarray(x).dtype
-    if not np.issubdtype(x_dtype, np.floating):
-        raise TypeError(f"`x` must have a floating dtype; got {x_dtype}.")
-    check_finite(x, "x")
-    check_integer_labels(y, "y")
+    n, batch_size = check_classifier_data(x, y, batch_size)
     steps = check_positive_int(steps, "steps")
     check_positive_int(chunk, "chunk")
-    n = int(np.shape(x)[0])
-    batch_size = check_positive_int(batch_size, "batch_size", maximum=n, maximum_name="number of samples")
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"`schedule` must be 'cosine' or 'constant'; got {schedule!r}.")
     check_real(learning_rate, "learning_rate", low=0.0, open_low=True)

@@ -137,6 +137,12 @@ def _util_entries():
     from jaxinterp import keys, loop
     from jaxinterp.studies import claims
 
+    def keyed_chunks(key, steps, chunk_size):
+        def chunk_fn(total, step_keys):
+            return total + len(step_keys), jax.vmap(jax.random.key_data)(step_keys)[:, 0]
+
+        return loop.run_keyed_chunks(chunk_fn, 0, key=key, steps=steps, chunk_size=chunk_size)[1]
+
     def chunks(steps, chunk_size, start):
         return loop.run_chunks(lambda s, first, n: s + n, 0, steps=steps, chunk_size=chunk_size, start=start)
 
@@ -148,6 +154,7 @@ def _util_entries():
               dict(steps=10, start=2, chunk_size=4), accept={"start.zero": "start=0 is a fresh run"}),
         Entry("jaxinterp.loop.run_chunks", chunks, dict(steps=10, chunk_size=4, start=2),
               accept={"start.zero": "start=0 is a fresh run"}),
+        Entry("jaxinterp.loop.run_keyed_chunks", keyed_chunks, dict(key=KEY, steps=10, chunk_size=4)),
         Entry("jaxinterp.studies.claims.smallest_p",
               lambda n_larger, n_smaller: claims.smallest_p(n_larger, n_smaller), dict(n_larger=5, n_smaller=6),
               accept={"n_smaller.none": "None selects the paired (Wilcoxon) test (documented)"}),

@@ -51,9 +51,12 @@ def test_matplotlib_backend_is_chosen_in_one_place():
 
 
 def test_one_chunk_loop():
-    """Trainers share ``loop.run_chunks``: no module keeps a private scanned-fit loop."""
+    """Trainers share ``loop.run_chunks`` (the minibatch trainers through ``loop.run_keyed_chunks``):
+    no module keeps a private scanned-fit loop."""
     offenders = [p.relative_to(PACKAGE).as_posix() for p in SOURCES
                  if "def scan_fit" in p.read_text() or "def _scan_fit" in p.read_text()]
     assert not offenders, offenders
     users = {p.relative_to(PACKAGE).as_posix() for p in SOURCES if "run_chunks(" in p.read_text()}
-    assert {"directions/learner.py", "toy/training.py", "models.py"} <= users, users
+    assert {"directions/learner.py", "toy/training.py", "loop.py"} <= users, users
+    keyed = {p.relative_to(PACKAGE).as_posix() for p in SOURCES if "run_keyed_chunks(" in p.read_text()}
+    assert {"models.py", "midrange/training.py"} <= keyed, keyed

@@ -23,10 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxinterp._validation import (
-    check_finite, check_integer_labels, check_key, check_positive_int, check_real, check_same_leading,
-)
-from jaxinterp.loop import run_chunks
+from jaxinterp._validation import check_classifier_data, check_key, check_positive_int, check_real
+from jaxinterp.loop import run_keyed_chunks
 
 __all__ = ["EpochSettings", "cosine_epoch_schedule", "torch_linear", "train_epochs"]
 
@@ -136,33 +134,23 @@ def train_epochs(model: nn.Module, x: np.ndarray, y: np.ndarray, *, key: jax.Arr
       the per-step training loss ``[steps]``.
     """
     check_key(key, "key")
-    check_same_leading("x", x, "y", y)
-    if not np.issubdtype(np.asarray(x).dtype, np.floating):
-        raise TypeError(f"`x` must have a floating dtype; got {np.asarray(x).dtype}.")
-    check_finite(x, "x")
-    check_integer_labels(y, "y")
-    n = int(np.shape(x)[0])
+    n, batch_size = check_classifier_data(x, y, batch_size)
     epochs = check_positive_int(epochs, "epochs")
-    batch_size = check_positive_int(batch_size, "batch_size", maximum=n, maximum_name="number of samples")
-    settings = EpochSettings(n, batch_size, -(-n // batch_size), check_real(learning_rate, "learning_rate", low=0.0,
-                                                                            open_low=True),
+    settings = EpochSettings(n, batch_size, -(-n // batch_size),
+                             check_real(learning_rate, "learning_rate", low=0.0, open_low=True),
                              check_positive_int(period_epochs, "period_epochs"))
     k_init, k_data = jax.random.split(key)
     xs, ys = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
     if variables is None:
         variables = jax.jit(model.init)(k_init, xs[:1])
     params, stats = variables["params"], variables.get("batch_stats")
-    steps = epochs * settings.steps_per_epoch
-    step_keys = jax.random.split(k_data, steps)
-    losses = []
 
-    def run_chunk(carry, start, size):
-        carry, loss = _chunk(carry, step_keys[start:start + size], xs, ys, model=model, settings=settings)
-        losses.append(np.asarray(loss))
-        return carry
+    def chunk_fn(carry, step_keys):
+        return _chunk(carry, step_keys, xs, ys, model=model, settings=settings)
 
-    params, stats, _ = run_chunks(run_chunk, (params, stats, _optimizer(settings).init(params)), steps=steps,
-                                  chunk_size=check_positive_int(chunk, "chunk"), progress=progress,
-                                  desc="train_epochs")
+    (params, stats, _), losses = run_keyed_chunks(
+        chunk_fn, (params, stats, _optimizer(settings).init(params)), key=k_data,
+        steps=epochs * settings.steps_per_epoch, chunk_size=check_positive_int(chunk, "chunk"), progress=progress,
+        desc="train_epochs")
     out = {"params": params} if stats is None else {"params": params, "batch_stats": stats}
-    return out, np.concatenate(losses)
+    return out, losses
