@@ -25,7 +25,7 @@ ENTRIES = {e.name: e for r in REGISTRIES for e in r.entries()}
 EXEMPT = {name: why for r in REGISTRIES for name, why in r.EXEMPT.items()}
 #: registered entries whose checks are still missing in the library: strict xfail, so the fix shows
 PENDING = {name: why for r in REGISTRIES for name, why in getattr(r, "PENDING", {}).items()}
-PUBLIC_MODULES = ("jaxinterp", "jaxinterp.capture", "jaxinterp.checkpoint", "jaxinterp.datasets",
+PUBLIC_MODULES = ("jaxinterp", "jaxinterp.capture", "jaxinterp.checkpoint", "jaxinterp.conv", "jaxinterp.datasets",
                   "jaxinterp.directions", "jaxinterp.distributed", "jaxinterp.interpretability", "jaxinterp.keys",
                   "jaxinterp.launch", "jaxinterp.loop", "jaxinterp.midrange", "jaxinterp.models", "jaxinterp.polytope",
                   "jaxinterp.sharding", "jaxinterp.streaming", "jaxinterp.studies.claims", "jaxinterp.toy")

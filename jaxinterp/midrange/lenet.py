@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 
 from jaxinterp._validation import check_positive_int
+from jaxinterp.conv import conv_general_dilated
 
 #: PyTorch's BatchNorm defaults (momentum 0.1 of the new batch, epsilon 1e-5) in Flax's convention.
 BN_MOMENTUM = 0.9
@@ -81,7 +82,8 @@ class LeNet(nn.Module):
             if min(x.shape[1:3]) < self.kernel_size + 1:
                 raise ValueError(f"LeNet input of {x.shape[1]} x {x.shape[2]} pixels is too small for "
                                  f"{len(self.channels)} valid {self.kernel_size} x {self.kernel_size} conv blocks.")
-            x = _avg_pool_2x2(nn.relu(nn.Conv(c, (self.kernel_size,) * 2, padding="VALID")(x)))
+            conv = nn.Conv(c, (self.kernel_size,) * 2, padding="VALID", conv_general_dilated=conv_general_dilated)
+            x = _avg_pool_2x2(nn.relu(conv(x)))
             x = self._norm(x, train)
         x = x.reshape(x.shape[0], -1)
         for w in self.dense:
