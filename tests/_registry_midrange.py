@@ -149,9 +149,10 @@ def _shapes_entries(datasets):
               pairs=(("shape", "x_pos"), ("shape", "y_pos"), ("shape", "scale"), ("shape", "rotation")),
               accept={"rotation.huge": "any finite rotation angle is valid (radians, periodic)"}),
         Entry("jaxinterp.datasets.make_shapes",
-              lambda n, bias_fraction, seed, size, max_rotation: datasets.make_shapes(
-                  n, bias_fraction=bias_fraction, seed=seed, size=size, max_rotation=max_rotation),
-              dict(n=6, bias_fraction=0.5, seed=1, size=8, max_rotation=0.5), accept=seed),
+              lambda n, bias_fraction, seed, size, max_rotation, latents: datasets.make_shapes(
+                  n, bias_fraction=bias_fraction, seed=seed, size=size, max_rotation=max_rotation, latents=latents),
+              dict(n=6, bias_fraction=0.5, seed=1, size=8, max_rotation=0.5, latents="continuous"),
+              accept={**seed, "max_rotation.none": "None selects the default 30 degrees (documented)"}),
         Entry("jaxinterp.datasets.make_shape_groups",
               lambda n, aligned_fraction, seed, size: datasets.make_shape_groups(
                   n, aligned_fraction=aligned_fraction, seed=seed, size=size),

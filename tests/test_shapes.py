@@ -120,3 +120,50 @@ def test_authors_size_schedule(f):
         assert base <= {a.tobytes() for a in d.x}
     with pytest.raises(ValueError, match="schedule"):
         shapes.sweep_sizes([f], n, "paper")
+
+
+def test_dsprites_latents_lie_on_the_dsprites_grid():
+    data = shapes.make_shapes(600, bias_fraction=0.5, seed=2, size=16, latents="dsprites")
+
+    def on_grid(values, grid):
+        return np.all(np.min(np.abs(values[:, None] - grid[None, :].astype(np.float32)), axis=1) < 1e-6)
+
+    assert on_grid(data.x_pos, shapes.DSPRITES_POSITIONS) and on_grid(data.y_pos, shapes.DSPRITES_POSITIONS)
+    assert on_grid(data.scale, shapes.DSPRITES_SCALES) and on_grid(data.rotation, shapes.DSPRITES_ORIENTATIONS)
+    # every orientation, scale and y position occurs (40, 6 and 32 values among 600 draws)
+    assert len(np.unique(data.rotation)) == 40 and len(np.unique(data.scale)) == 6
+    assert len(np.unique(data.y_pos)) == 32
+
+
+def test_dsprites_bands_are_the_authors_half_open_intervals():
+    data = shapes.make_shapes(900, bias_fraction=1.0, seed=5, size=16, latents="dsprites")
+    np.testing.assert_array_equal(data.band, data.y)  # every sample biased: band = shape
+    for b, (lo, hi) in enumerate(shapes.BANDS):
+        x = data.x_pos[data.band == b]
+        assert x.min() >= lo and x.max() < hi
+    grid = shapes.DSPRITES_POSITIONS
+    expected = [np.sum((grid >= lo) & (grid < hi)) for lo, hi in shapes.BANDS]
+    assert expected == [10, 10, 9]
+    assert [len(np.unique(data.x_pos[data.band == b])) for b in range(3)] == expected
+    np.testing.assert_array_equal(shapes.band_of(data.x_pos), data.band)
+
+
+def test_dsprites_latents_are_deterministic_and_differ_from_continuous():
+    a = shapes.bias_sweep([0.0, 0.5], n=30, seed=1, size=16, latents="dsprites")
+    b = shapes.bias_sweep([0.0, 0.5], n=30, seed=1, size=16, latents="dsprites")
+    for x, y in zip(a, b):
+        _assert_same(x, y)
+    c = shapes.bias_sweep([0.0, 0.5], n=30, seed=1, size=16)
+    assert not np.array_equal(a[0].rotation, c[0].rotation)
+    assert np.abs(c[0].rotation).max() <= shapes.DEFAULT_MAX_ROTATION
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(latents="dsprites", max_rotation=1.0), ValueError, "`max_rotation` must be None"),
+    (dict(latents="grid"), ValueError, "`latents` must be one of"),
+])
+def test_latents_refuse_bad_combinations(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        shapes.make_shapes(9, bias_fraction=0.5, **kwargs)
+    with pytest.raises(error, match=match):
+        shapes.load_shapes_groups(0, n_train=9, n_val=9, n_test=9, **kwargs)

@@ -13,10 +13,17 @@ Two samplers:
   (shape x band) have equal sizes. ``load_shapes_groups`` builds the group benchmark
   (e.g. 95 % aligned training set, group-balanced held-out and test sets).
 
-Nuisances: y position uniform, scale uniform in [0.6, 1], rotation uniform in
-``[-max_rotation, max_rotation]`` (default 30 degrees: at 20 x 20 pixels fully rotated hearts and
-squares are hard to tell apart for a small CNN). Everything is numpy, deterministic in ``seed``,
-images float32 ``[n, size, size, 1]`` in [0, 1].
+Nuisances, chosen by ``latents``:
+- ``"continuous"`` (default): x uniform within the band, y position uniform, scale uniform in
+  [0.6, 1], rotation uniform in ``[-max_rotation, max_rotation]`` (default 30 degrees: at 20 x
+  20 pixels fully rotated hearts and squares are hard to tell apart for a small CNN).
+- ``"dsprites"``: dSprites' latent grid (Matthey et al. 2017): 32 positions per axis in [0, 1], 6
+  scales in [0.5, 1], 40 orientations over the full circle (``linspace(0, 2 pi, 40)``), each
+  uniform. The x position is uniform over the grid values inside the band, with the bands as
+  half-open intervals ``[lo, hi)`` (O'Mahony et al.'s ``shape_posX_spaced`` filter: 10, 10 and
+  9 positions); unlike a uniform dSprites draw, the three grid positions between or beyond the
+  bands (0.32, 0.68 and 1.0) never occur, so every image has a band.
+Everything is numpy, deterministic in ``seed``, images float32 ``[n, size, size, 1]`` in [0, 1].
 """
 
 from __future__ import annotations
@@ -42,6 +49,18 @@ _MAX_RADIUS = 0.17
 DEFAULT_SIZE = 20
 DEFAULT_MAX_ROTATION = np.pi / 6
 _EXTENT = 1.25
+LATENTS = ("continuous", "dsprites")
+#: dSprites' latent values: positions per axis, scales, orientations.
+DSPRITES_POSITIONS = np.linspace(0.0, 1.0, 32)
+DSPRITES_SCALES = np.linspace(0.5, 1.0, 6)
+DSPRITES_ORIENTATIONS = np.linspace(0.0, 2 * np.pi, 40)
+
+
+class _Latents(NamedTuple):
+    """The nuisance distribution: ``kind`` in ``LATENTS``; ``max_rotation`` for ``"continuous"``."""
+
+    kind: str
+    max_rotation: float
 
 
 class ShapesData(NamedTuple):
@@ -190,20 +209,33 @@ def _check_fractions(fractions, name: str = "fractions") -> list[float]:
     return [check_real(f, name, low=0.0, high=1.0) for f in np.atleast_1d(arr)]
 
 
-def _nuisances(rng: np.random.Generator, n: int, max_rotation: float):
+def _nuisances(rng: np.random.Generator, n: int, latents: _Latents):
     """y position, scale and rotation, independent of shape and band."""
+    if latents.kind == "dsprites":
+        return (rng.choice(DSPRITES_POSITIONS, n), rng.choice(DSPRITES_SCALES, n),
+                rng.choice(DSPRITES_ORIENTATIONS, n))
     y_pos = rng.uniform(0.0, 1.0, n)
     scale = rng.uniform(0.6, 1.0, n)
-    rotation = rng.uniform(-max_rotation, max_rotation, n)
+    rotation = rng.uniform(-latents.max_rotation, latents.max_rotation, n)
     return y_pos, scale, rotation
 
 
-def _assemble(rng, y, band, biased, size, max_rotation) -> ShapesData:
-    n = len(y)
+def _x_positions(rng: np.random.Generator, band: np.ndarray, latents: _Latents) -> np.ndarray:
+    """x position of every sample, uniform within its band (on the grid for ``"dsprites"``)."""
+    if latents.kind == "dsprites":
+        x_pos = np.empty(len(band))
+        for b, (lo, hi) in enumerate(BANDS):
+            values = DSPRITES_POSITIONS[(DSPRITES_POSITIONS >= lo) & (DSPRITES_POSITIONS < hi)]
+            x_pos[band == b] = rng.choice(values, int(np.sum(band == b)))
+        return x_pos
     lo = np.array([b[0] for b in BANDS])[band]
     hi = np.array([b[1] for b in BANDS])[band]
-    x_pos = lo + rng.uniform(0.0, 1.0, n) * (hi - lo)
-    y_pos, scale, rotation = _nuisances(rng, n, max_rotation)
+    return lo + rng.uniform(0.0, 1.0, len(band)) * (hi - lo)
+
+
+def _assemble(rng, y, band, biased, size, latents: _Latents) -> ShapesData:
+    x_pos = _x_positions(rng, band, latents)
+    y_pos, scale, rotation = _nuisances(rng, len(y), latents)
     x = render_shapes(y, x_pos, y_pos, scale, rotation, size=size)
     f32 = np.float32
     return ShapesData(
@@ -214,11 +246,17 @@ def _assemble(rng, y, band, biased, size, max_rotation) -> ShapesData:
     )
 
 
-def _check_common(seed, size, max_rotation) -> int:
-    """Validate the arguments every sampler shares; return the seed."""
+def _check_common(seed, size, max_rotation, latents) -> tuple[int, _Latents]:
+    """Validate the arguments every sampler shares; return the seed and the nuisance distribution."""
     _check_size(size)
-    check_real(max_rotation, "max_rotation", low=0.0, high=np.pi)
-    return check_seed(seed)
+    if latents not in LATENTS:
+        raise ValueError(f"`latents` must be one of {LATENTS}; got {latents!r:.60}.")
+    if latents == "dsprites" and max_rotation is not None:
+        raise ValueError("`max_rotation` must be None with latents='dsprites' (dSprites rotates over the full "
+                         f"circle in 40 steps); got {max_rotation!r:.60}.")
+    if max_rotation is None:
+        max_rotation = DEFAULT_MAX_ROTATION if latents == "continuous" else np.pi
+    return check_seed(seed), _Latents(latents, check_real(max_rotation, "max_rotation", low=0.0, high=np.pi))
 
 
 def _balanced_labels(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
@@ -228,7 +266,8 @@ def _balanced_labels(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
 
 def make_shapes(
     n: int, *, bias_fraction: float, seed: int = 0, size: int = DEFAULT_SIZE,
-    max_rotation: float = DEFAULT_MAX_ROTATION,
+    max_rotation: float | None = None,
+    latents: str = "continuous",
 ) -> ShapesData:
     """Shapes with the position cue on exactly ``round(bias_fraction * n)`` samples.
 
@@ -241,19 +280,23 @@ def make_shapes(
       bias_fraction: fraction f in [0, 1] of biased samples.
       seed: seed; the same seed gives the same data.
       size: image size in pixels.
-      max_rotation: rotations are uniform in ``[-max_rotation, max_rotation]`` radians.
+      max_rotation: with ``latents="continuous"``, rotations are uniform in
+        ``[-max_rotation, max_rotation]`` radians (``None``: 30 degrees); must be ``None`` with
+        ``"dsprites"``.
+      latents: the nuisance distribution, ``"continuous"`` or ``"dsprites"`` (the module docstring).
 
     Returns:
       A ``ShapesData``; ``biased`` marks the biased samples (exactly ``round(f * n)``).
     """
     n = check_positive_int(n, "n")
     f = check_real(bias_fraction, "bias_fraction", low=0.0, high=1.0)
-    rng = np.random.default_rng(_check_common(seed, size, max_rotation))
+    seed, spec = _check_common(seed, size, max_rotation, latents)
+    rng = np.random.default_rng(seed)
     y = _balanced_labels(rng, n, N_SHAPES)
     biased = np.zeros(n, bool)
     biased[rng.permutation(n)[: int(round(f * n))]] = True
     band = np.where(biased, y, rng.integers(0, N_BANDS, n))
-    return _assemble(rng, y, band, biased, size, max_rotation)
+    return _assemble(rng, y, band, biased, size, spec)
 
 
 SIZE_SCHEDULES = ("fixed", "authors")
@@ -298,7 +341,8 @@ def bias_sweep(
     n: int,
     seed: int = 0,
     size: int = DEFAULT_SIZE,
-    max_rotation: float = DEFAULT_MAX_ROTATION,
+    max_rotation: float | None = None,
+    latents: str = "continuous",
     schedule: str = "fixed",
 ) -> list[ShapesData]:
     """Training sets for several bias fractions that share their images (nested across f).
@@ -314,7 +358,10 @@ def bias_sweep(
       n: samples per set (``"fixed"``), or size of the larger part (``"authors"``).
       seed: seed of both pools and of the orders.
       size: image size in pixels.
-      max_rotation: rotations are uniform in ``[-max_rotation, max_rotation]`` radians.
+      max_rotation: with ``latents="continuous"``, rotations are uniform in
+        ``[-max_rotation, max_rotation]`` radians (``None``: 30 degrees); must be ``None`` with
+        ``"dsprites"``.
+      latents: the nuisance distribution, ``"continuous"`` or ``"dsprites"`` (the module docstring).
       schedule: ``"fixed"`` size, or the ``"authors"`` schedule ``n / max(f, 1 - f)``.
 
     Returns:
@@ -323,10 +370,10 @@ def bias_sweep(
     """
     n = check_positive_int(n, "n")
     fractions = _check_fractions(fractions)
-    _check_common(seed, size, max_rotation)
+    seed = _check_common(seed, size, max_rotation, latents)[0]
     sizes = sweep_sizes(fractions, n, schedule)
     s_biased, s_unbiased, s_order = _seeds(seed, 3)
-    kw = dict(size=size, max_rotation=max_rotation)
+    kw = dict(size=size, max_rotation=max_rotation, latents=latents)
     biased = make_shapes(n, bias_fraction=1.0, seed=s_biased, **kw)
     unbiased = make_shapes(n, bias_fraction=0.0, seed=s_unbiased, **kw)
     out = []
@@ -345,7 +392,8 @@ def make_shape_groups(
     balanced: bool = False,
     seed: int = 0,
     size: int = DEFAULT_SIZE,
-    max_rotation: float = DEFAULT_MAX_ROTATION,
+    max_rotation: float | None = None,
+    latents: str = "continuous",
 ) -> ShapesData:
     """Shapes for a group benchmark: exactly ``round(a * n)`` aligned samples, or balanced groups.
 
@@ -357,14 +405,18 @@ def make_shape_groups(
         at most one when ``n`` is not a multiple of 9).
       seed: seed; the same seed gives the same data.
       size: image size in pixels.
-      max_rotation: rotations are uniform in ``[-max_rotation, max_rotation]`` radians.
+      max_rotation: with ``latents="continuous"``, rotations are uniform in
+        ``[-max_rotation, max_rotation]`` radians (``None``: 30 degrees); must be ``None`` with
+        ``"dsprites"``.
+      latents: the nuisance distribution, ``"continuous"`` or ``"dsprites"`` (the module docstring).
 
     Returns:
       A ``ShapesData`` whose ``biased`` field marks aligned samples.
     """
     n = check_positive_int(n, "n")
     a = check_real(aligned_fraction, "aligned_fraction", low=0.0, high=1.0)
-    rng = np.random.default_rng(_check_common(seed, size, max_rotation))
+    seed, spec = _check_common(seed, size, max_rotation, latents)
+    rng = np.random.default_rng(seed)
     if balanced:
         group = _balanced_labels(rng, n, N_GROUPS)
         y, band = group // N_BANDS, group % N_BANDS
@@ -374,7 +426,7 @@ def make_shape_groups(
         aligned[rng.permutation(n)[: int(round(a * n))]] = True
         other = (y + rng.integers(1, N_BANDS, n)) % N_BANDS
         band = np.where(aligned, y, other)
-    return _assemble(rng, y, band, band == y, size, max_rotation)
+    return _assemble(rng, y, band, band == y, size, spec)
 
 
 def _seeds(seed: int, k: int) -> list[int]:
@@ -388,7 +440,8 @@ def load_shapes_bias(
     n_train: int = 3000,
     n_test: int = 1500,
     size: int = DEFAULT_SIZE,
-    max_rotation: float = DEFAULT_MAX_ROTATION,
+    max_rotation: float | None = None,
+    latents: str = "continuous",
 ) -> tuple[ShapesData, ShapesData]:
     """A training set with bias fraction f and an unbiased test set (band independent of shape).
 
@@ -397,7 +450,10 @@ def load_shapes_bias(
       seed: seed of both splits.
       n_train, n_test: split sizes.
       size: image size in pixels.
-      max_rotation: rotations are uniform in ``[-max_rotation, max_rotation]`` radians.
+      max_rotation: with ``latents="continuous"``, rotations are uniform in
+        ``[-max_rotation, max_rotation]`` radians (``None``: 30 degrees); must be ``None`` with
+        ``"dsprites"``.
+      latents: the nuisance distribution, ``"continuous"`` or ``"dsprites"`` (the module docstring).
 
     Returns:
       ``(train, test)``; ``train`` has exactly ``round(f * n_train)`` biased samples.
@@ -405,8 +461,8 @@ def load_shapes_bias(
     check_real(bias_fraction, "bias_fraction", low=0.0, high=1.0)
     for name, value in (("n_train", n_train), ("n_test", n_test)):
         check_positive_int(value, name)
-    s_train, s_test = _seeds(_check_common(seed, size, max_rotation), 2)
-    kw = dict(size=size, max_rotation=max_rotation)
+    s_train, s_test = _seeds(_check_common(seed, size, max_rotation, latents)[0], 2)
+    kw = dict(size=size, max_rotation=max_rotation, latents=latents)
     train = make_shapes(n_train, bias_fraction=bias_fraction, seed=s_train, **kw)
     test = make_shapes(n_test, bias_fraction=0.0, seed=s_test, **kw)
     return train, test
@@ -420,7 +476,8 @@ def load_shapes_groups(
     n_val: int = 900,
     n_test: int = 1800,
     size: int = DEFAULT_SIZE,
-    max_rotation: float = DEFAULT_MAX_ROTATION,
+    max_rotation: float | None = None,
+    latents: str = "continuous",
 ) -> GroupBenchmark:
     """The shapes group benchmark: ``aligned_fraction`` aligned training set, balanced val/test.
 
@@ -429,7 +486,10 @@ def load_shapes_groups(
       aligned_fraction: fraction of training samples whose band equals their shape.
       n_train, n_val, n_test: split sizes (val and test are group-balanced).
       size: image size in pixels.
-      max_rotation: rotations are uniform in ``[-max_rotation, max_rotation]`` radians.
+      max_rotation: with ``latents="continuous"``, rotations are uniform in
+        ``[-max_rotation, max_rotation]`` radians (``None``: 30 degrees); must be ``None`` with
+        ``"dsprites"``.
+      latents: the nuisance distribution, ``"continuous"`` or ``"dsprites"`` (the module docstring).
 
     Returns:
       A ``GroupBenchmark`` with 3 classes and 9 groups.
@@ -437,8 +497,8 @@ def load_shapes_groups(
     check_real(aligned_fraction, "aligned_fraction", low=0.0, high=1.0)
     for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         check_positive_int(value, name)
-    s_train, s_val, s_test = _seeds(_check_common(seed, size, max_rotation), 3)
-    kw = dict(size=size, max_rotation=max_rotation)
+    s_train, s_val, s_test = _seeds(_check_common(seed, size, max_rotation, latents)[0], 3)
+    kw = dict(size=size, max_rotation=max_rotation, latents=latents)
     return GroupBenchmark(
         train=make_shape_groups(n_train, aligned_fraction=aligned_fraction, seed=s_train, **kw),
         val=make_shape_groups(n_val, balanced=True, seed=s_val, **kw),

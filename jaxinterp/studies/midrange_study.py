@@ -75,7 +75,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp.datasets.shapes import (
-    BANDS, DEFAULT_MAX_ROTATION, N_GROUPS, SHAPE_NAMES, ShapesData, bias_sweep, load_shapes_groups, make_shapes,
+    BANDS, LATENTS, N_GROUPS, SHAPE_NAMES, ShapesData, bias_sweep, load_shapes_groups, make_shapes,
 )
 from jaxinterp.keys import named_key
 from jaxinterp.studies.base import Study, StudyConfig, numpy_rng, progress_enabled
@@ -169,7 +169,8 @@ class Config(StudyConfig):
     probe_epochs: int = 8
     probe_standardize: bool | None = None
     size: int = 20
-    max_rotation: float = DEFAULT_MAX_ROTATION
+    max_rotation: float | None = None
+    latents: Literal["continuous", "dsprites"] = "continuous"
     channels: tuple[int, ...] = (8, 16)
     hidden: int = 32
     group_model: Literal["lenet", "small"] = "small"
@@ -232,8 +233,11 @@ class Config(StudyConfig):
         min_size = 16 if "lenet" in (self.model, self.group_model) else 8
         if self.size < min_size:
             raise ValueError(f"`size` must be >= {min_size} pixels for these models; got {self.size}.")
-        if not 0.0 <= self.max_rotation <= np.pi:
-            raise ValueError(f"`max_rotation` must lie in [0, pi]; got {self.max_rotation}.")
+        if self.latents not in LATENTS:
+            raise ValueError(f"`latents` must be one of {LATENTS}; got {self.latents!r}.")
+        if self.max_rotation is not None and (self.latents == "dsprites" or not 0.0 <= self.max_rotation <= np.pi):
+            raise ValueError("`max_rotation` must lie in [0, pi] (and be None with latents='dsprites'); got "
+                             f"{self.max_rotation}.")
         if not isinstance(self.batch_norm, bool) or self.probe_standardize not in (None, True, False):
             raise TypeError("`batch_norm` must be a bool and `probe_standardize` a bool or None; got "
                             f"{self.batch_norm!r} and {self.probe_standardize!r}.")
@@ -282,6 +286,11 @@ def _model(cfg: Config, kind: str | None = None):
     if (kind or cfg.model) == "lenet":
         return LeNet(feat_size=cfg.feat_size, n_classes=len(SHAPE_NAMES), batch_norm=cfg.batch_norm)
     return CNN(channels=cfg.channels, hidden=cfg.hidden, n_classes=len(SHAPE_NAMES))
+
+
+def _images(cfg: Config) -> dict[str, Any]:
+    """The shapes samplers' image settings: ``size``, ``max_rotation`` and ``latents``."""
+    return dict(size=cfg.size, max_rotation=cfg.max_rotation, latents=cfg.latents)
 
 
 def _steps(n: int, epochs: int, batch_size: int) -> int:
@@ -360,8 +369,7 @@ def linear_probe_accuracy(cfg: Config, train_feats, train_y, test_feats, test_y,
 
 
 def _accuracy_vs_f(cfg: Config, key, bar) -> dict[str, Any]:
-    test = make_shapes(cfg.n_test, bias_fraction=0.0, seed=_int_seed(named_key(key, "test")), size=cfg.size,
-                       max_rotation=cfg.max_rotation)
+    test = make_shapes(cfg.n_test, bias_fraction=0.0, seed=_int_seed(named_key(key, "test")), **_images(cfg))
     fractions = list(cfg.fractions)
     probe = np.zeros((cfg.seeds, len(fractions)))
     own = np.zeros_like(probe)
@@ -369,8 +377,8 @@ def _accuracy_vs_f(cfg: Config, key, bar) -> dict[str, Any]:
     kept = None
     analysis_in_sweep = any(abs(f - cfg.analysis_fraction) < 1e-9 for f in fractions)
     for s in range(cfg.seeds):
-        sets = bias_sweep(fractions, n=cfg.n_unbiased, seed=_int_seed(named_key(key, "data", s)), size=cfg.size,
-                          max_rotation=cfg.max_rotation, schedule=cfg.size_schedule)
+        sets = bias_sweep(fractions, n=cfg.n_unbiased, seed=_int_seed(named_key(key, "data", s)), **_images(cfg),
+                          schedule=cfg.size_schedule)
         for i, (f, data) in enumerate(zip(fractions, sets)):
             params = _fit(cfg, data, named_key(key, "train", s, i))
             logits, feats = _outputs(cfg, params, test.x)
@@ -383,7 +391,7 @@ def _accuracy_vs_f(cfg: Config, key, bar) -> dict[str, Any]:
             bar.update(1)
     if not analysis_in_sweep:  # the analysis fraction is not in the sweep: train it once more
         data = bias_sweep([cfg.analysis_fraction], n=cfg.n_unbiased, seed=_int_seed(named_key(key, "data", 0)),
-                          size=cfg.size, max_rotation=cfg.max_rotation, schedule=cfg.size_schedule)[0]
+                          **_images(cfg), schedule=cfg.size_schedule)[0]
         kept = _outputs(cfg, _fit(cfg, data, named_key(key, "train", "analysis")), test.x)
     return dict(probe=probe, own=own, sizes=sizes, test=test, logits=kept[0], features=kept[1])
 
@@ -432,7 +440,7 @@ def _group_seed(cfg: Config, key) -> tuple[dict[str, Any], dict[str, float]]:
 
     bench = load_shapes_groups(_int_seed(named_key(key, "data")), aligned_fraction=cfg.aligned_fraction,
                                n_train=cfg.n_train + cfg.n_pool, n_val=cfg.n_val, n_test=cfg.n_group_test,
-                               size=cfg.size, max_rotation=cfg.max_rotation)
+                               **_images(cfg))
     train, pool = bench.train.subset(slice(0, cfg.n_train)), bench.train.subset(slice(cfg.n_train, None))
     if cfg.curation_pool == "train":
         pool = train
