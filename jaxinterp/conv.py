@@ -24,6 +24,7 @@ ungrouped channels-last convolutions (Flax's layout: ``[batch, *spatial, feature
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 
@@ -41,14 +42,15 @@ def _channels_last(ndim: int) -> lax.ConvDimensionNumbers:
     return lax.ConvDimensionNumbers(lhs_spec=lhs, rhs_spec=(ndim - 1, ndim - 2, *range(ndim - 2)), out_spec=lhs)
 
 
-def _valid_conv_xla(x: jax.Array, w: jax.Array) -> jax.Array:
-    k = x.ndim - 2
-    return lax.conv_general_dilated(x, w, (1,) * k, "VALID", dimension_numbers=_channels_last(x.ndim))
+def _conv_xla(x: jax.Array, w: jax.Array, pads: tuple[tuple[int, int], ...]) -> jax.Array:
+    return lax.conv_general_dilated(x, w, (1,) * (x.ndim - 2), pads, dimension_numbers=_channels_last(x.ndim))
 
 
-def _shifted_products(x: jax.Array, dw: jax.Array) -> jax.Array:
-    """``sum_o x[:, o : o + out] @ dw[o]`` over kernel offsets ``o``: the valid convolution of
+def _shifted_products(x: jax.Array, dw: jax.Array, pads: tuple[tuple[int, int], ...]) -> jax.Array:
+    """``sum_o pad(x)[:, o : o + out] @ dw[o]`` over kernel offsets ``o``: the convolution of
     ``x [N, *spatial, I]`` with ``dw [*kernel, I, O]``, as one matrix product per offset."""
+    if any(lo or hi for lo, hi in pads):
+        x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
     kernel = dw.shape[:-2]
     out = tuple(s - k + 1 for s, k in zip(x.shape[1:-1], kernel))
     total = None
@@ -59,26 +61,26 @@ def _shifted_products(x: jax.Array, dw: jax.Array) -> jax.Array:
     return total
 
 
-@jax.custom_jvp
-def _valid_conv(x: jax.Array, w: jax.Array) -> jax.Array:
-    return _valid_conv_xla(x, w)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _conv(x: jax.Array, w: jax.Array, pads: tuple[tuple[int, int], ...]) -> jax.Array:
+    return _conv_xla(x, w, pads)
 
 
-def _valid_conv_jvp(primals, tangents):
+def _conv_jvp(pads, primals, tangents):
     x, w = primals
     dx, dw = tangents
-    y = _valid_conv_xla(x, w)
+    y = _conv_xla(x, w, pads)
     terms = []
     if not isinstance(dx, jax.custom_derivatives.SymbolicZero):
-        terms.append(_valid_conv_xla(dx, w))
+        terms.append(_conv_xla(dx, w, pads))
     if not isinstance(dw, jax.custom_derivatives.SymbolicZero):
-        terms.append(_shifted_products(x, dw))
+        terms.append(_shifted_products(x, dw, pads))
     if not terms:
         return y, jnp.zeros_like(y)
     return y, terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
 
-_valid_conv.defjvp(_valid_conv_jvp, symbolic_zeros=True)
+_conv.defjvp(_conv_jvp, symbolic_zeros=True)
 
 
 def _all_ones(values) -> bool:
@@ -90,7 +92,7 @@ def _explicit_padding(padding, x_shape: Sequence[int], w_shape: Sequence[int]):
     spatial, kernel = tuple(x_shape[1:-1]), tuple(w_shape[:-2])
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(spatial, kernel, (1,) * len(kernel), padding)
-    pads = [tuple(int(p) for p in pair) for pair in padding]
+    pads = tuple(tuple(int(p) for p in pair) for pair in padding)
     if len(pads) != len(kernel) or any(len(p) != 2 or min(p) < 0 for p in pads):
         return None
     return pads
@@ -103,8 +105,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 
     Same arguments and result as ``jax.lax.conv_general_dilated``. Stride-1, undilated,
     ungrouped, channels-last convolutions with non-negative padding (``lhs [N, *spatial, I]``,
-    ``rhs [*kernel, I, O]``) are computed as a padded valid convolution whose derivatives are
-    defined as the module docstring describes; any other call goes to ``lax`` unchanged.
+    ``rhs [*kernel, I, O]``) are computed by XLA's convolution with derivatives are
+    defined as the module docstring describes (the padding is part of the convolution, so
+    ``jaxinterp.capture``'s fused channel means still see one ``conv_general_dilated``); any
+    other call goes to ``lax`` unchanged.
     """
     ndim = jnp.ndim(lhs)
     layout_ok = (ndim >= 3 and jnp.ndim(rhs) == ndim and dimension_numbers is not None
@@ -120,6 +124,4 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                                         feature_group_count=feature_group_count,
                                         batch_group_count=batch_group_count, precision=precision,
                                         preferred_element_type=preferred_element_type)
-    if any(lo or hi for lo, hi in pads):
-        lhs = jnp.pad(lhs, [(0, 0), *pads, (0, 0)])
-    return _valid_conv(lhs, rhs)
+    return _conv(lhs, rhs, pads)

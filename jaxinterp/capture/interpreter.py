@@ -361,7 +361,8 @@ class Interpreter:
         if self.options.promote is not None or self.options.edits:
             return self.run(body, body_consts, invals, site, scopes, known, function)
         outs = self._bind(eqn, invals)
-        if self.options.want_modules or self.options.functions or contains(body, self.options.primitives):
+        tracks = self.options.lineage and contains(body, TRACKED)
+        if self.options.want_modules or self.options.functions or contains(body, self.options.primitives) or tracks:
             before = len(self.records)
             body_outs = self.run(body, body_consts, invals, site, scopes, known, function)
             # Post-activations must be the outputs of the call itself (same values, original
@@ -370,6 +371,10 @@ class Interpreter:
                 for b, o in zip(body_outs, outs):
                     if rec.post is b:
                         rec.post = o
+            # and a call output was produced as its body output was (e.g. a custom-derivative conv)
+            for b, o in zip(body_outs, outs):
+                if (p := self.producer(b)) is not None:
+                    self._producers[id(o)] = (o, p)
         return outs
 
     def _scan(self, eqn, invals, site, scopes, known, function):
