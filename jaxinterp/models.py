@@ -15,6 +15,7 @@ import optax
 
 from jaxinterp._validation import (check_classifier_data, check_finite, check_integer_labels, check_nonempty,
                                    check_positive_int, check_real, check_same_leading)
+from jaxinterp.conv import conv_general_dilated
 from jaxinterp.loop import run_keyed_chunks
 from jaxinterp.sharding import enable_compilation_cache
 
@@ -60,7 +61,9 @@ class CNN(nn.Module):
     """A ReLU convolutional network for 1-D signals or 2-D images, channels last.
 
     Each conv block is ``Conv -> ReLU`` followed by max-pooling (window 2) when ``pool``;
-    then a ReLU dense layer of width ``hidden`` (the penultimate features) and the logits.
+    then a ReLU dense layer of width ``hidden`` (the penultimate features) and the logits. The
+    convolutions are ``jaxinterp.conv.conv_general_dilated`` (XLA's, with a weight gradient that
+    stays fast inside the trainers' scanned loops).
 
     Attributes:
       channels: output channels of the conv blocks.
@@ -90,7 +93,8 @@ class CNN(nn.Module):
             raise ValueError(f"CNN input must be [batch, length, channels] or [batch, h, w, channels]; "
                              f"got shape {x.shape}.")
         for c in self.channels:
-            x = nn.relu(nn.Conv(c, (self.kernel_size,) * spatial, padding="SAME")(x))
+            conv = nn.Conv(c, (self.kernel_size,) * spatial, padding="SAME", conv_general_dilated=conv_general_dilated)
+            x = nn.relu(conv(x))
             if self.pool:
                 x = nn.max_pool(x, (2,) * spatial, strides=(2,) * spatial)
         x = x.reshape(x.shape[0], -1)

@@ -109,3 +109,33 @@ def test_rejects_inputs_too_small_or_not_images():
         LeNet().init(jax.random.key(0), jnp.zeros((1, 20, 20)))
     with pytest.raises(TypeError, match="batch_norm"):
         LeNet(batch_norm=1)
+    with pytest.raises(ValueError, match="dropout"):
+        LeNet(dropout=1.0)
+    with pytest.raises(TypeError, match="dropout"):
+        LeNet(dropout="0.2")
+
+
+def test_dropout_acts_while_training_only_and_before_each_batch_norm(key):
+    """Evaluation ignores dropout (the same outputs as without it); training drops a fraction p of
+    the first pool's outputs and scales the rest by 1 / (1 - p), before the BatchNorm."""
+    x = jax.random.uniform(key, (64, 20, 20, 1))
+    plain, dropping = LeNet(feat_size=7, dense=(9, 8)), LeNet(feat_size=7, dense=(9, 8), dropout=0.5)
+    variables = jax.jit(plain.init)(jax.random.key(1), x)
+    np.testing.assert_array_equal(plain.apply(variables, x), dropping.apply(variables, x))
+
+    def sown_first_pool(model, rng):
+        # the input of the first BatchNorm, through Flax's intermediates of its Dropout
+        _, state = model.apply(variables, x, train=True, rngs={"dropout": rng},
+                               mutable=["batch_stats", "intermediates"],
+                               capture_intermediates=lambda m, _: m.name in ("Dropout_0", "Conv_0"))
+        return state["intermediates"]
+
+    inter = sown_first_pool(dropping, jax.random.key(2))
+    dropped = np.asarray(inter["Dropout_0"]["__call__"][0])
+    conv = np.maximum(np.asarray(inter["Conv_0"]["__call__"][0]), 0.0)
+    pooled = conv.reshape(64, 8, 2, 8, 2, 6).mean(axis=(2, 4))
+    kept = dropped != 0
+    assert 0.45 < kept[pooled > 0].mean() < 0.55
+    np.testing.assert_allclose(dropped[kept], 2.0 * pooled[kept], rtol=1e-5)
+    other = np.asarray(sown_first_pool(dropping, jax.random.key(3))["Dropout_0"]["__call__"][0])
+    assert not np.array_equal(other != 0, kept)

@@ -78,3 +78,19 @@ def test_rejects_bad_arguments(key):
         cosine_epoch_schedule(1e-3, 6, 0)
     with pytest.raises(ValueError, match="in_features"):
         torch_linear(0, 2)
+
+
+def test_dropout_networks_train_with_a_dropout_key_per_step(key):
+    """A LeNet with dropout trains (each step gets its own dropout key) and the same key gives the
+    same parameters."""
+    x = np.asarray(jax.random.uniform(key, (40, 20, 20, 1)), np.float32)
+    y = np.arange(40) % 3
+    kw = dict(key=jax.random.key(1), epochs=2, batch_size=20)
+    model = LeNet(feat_size=5, dense=(6,), dropout=0.3)
+    a, losses_a = train_epochs(model, x, y, **kw)
+    b, _ = train_epochs(model, x, y, **kw)
+    for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(p, q)
+    _, losses_plain = train_epochs(LeNet(feat_size=5, dense=(6,)), x, y, **kw)
+    assert losses_a.shape == losses_plain.shape == (4,)
+    assert losses_a[0] != losses_plain[0]  # the same initialisation and batch, units dropped

@@ -9,6 +9,10 @@ biased variance and updates running averages (PyTorch momentum 0.1, i.e. ``runni
 running + 0.1 * batch``; PyTorch stores the unbiased batch variance in its running average,
 Flax the biased one, a factor ``m / (m - 1)`` with ``m`` at least the batch size); in evaluation
 mode it normalises with the running averages. ``batch_norm=False`` leaves the BatchNorms out.
+With ``dropout > 0`` every block drops units before its BatchNorm while training (the authors'
+``EncoderCore(dropout=True, dropout_level=0.2)``, as their notebook trains it: PyTorch's
+element-wise ``nn.Dropout`` after each pool and each dense ReLU); apply with
+``rngs={"dropout": key}`` when ``train=True``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from jaxinterp._validation import check_positive_int
+from jaxinterp._validation import check_positive_int, check_real
 from jaxinterp.conv import conv_general_dilated
 
 #: PyTorch's BatchNorm defaults (momentum 0.1 of the new batch, epsilon 1e-5) in Flax's convention.
@@ -38,6 +42,7 @@ class LeNet(nn.Module):
       n_classes: number of logits.
       batch_norm: an affine-free BatchNorm after every block, as the authors' encoder has
         (variables gain a ``"batch_stats"`` collection of running means and variances).
+      dropout: drop probability of the dropout before every BatchNorm while training (0: none).
     """
 
     channels: Sequence[int] = (6, 16)
@@ -46,6 +51,7 @@ class LeNet(nn.Module):
     feat_size: int = 84
     n_classes: int = 3
     batch_norm: bool = True
+    dropout: float = 0.0
 
     def __post_init__(self):
         for name in ("kernel_size", "feat_size", "n_classes"):
@@ -55,9 +61,14 @@ class LeNet(nn.Module):
                 check_positive_int(w, name)
         if not isinstance(self.batch_norm, bool):
             raise TypeError(f"`batch_norm` must be a bool; got {type(self.batch_norm).__name__}.")
+        check_real(self.dropout, "dropout", low=0.0, high=1.0)
+        if self.dropout >= 1.0:
+            raise ValueError(f"`dropout` must lie in [0, 1); got {self.dropout}.")
         super().__post_init__()
 
     def _norm(self, x: jax.Array, train: bool) -> jax.Array:
+        if self.dropout > 0.0:
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
         if not self.batch_norm:
             return x
         return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,

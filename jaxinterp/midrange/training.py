@@ -6,7 +6,8 @@ O'Mahony et al. train their encoder and its linear probe with ``torch.optim.Adam
 BatchNorms use batch statistics while it trains and running averages when it is frozen.
 ``train_epochs`` does the same for any Flax module: if the variables hold a ``"batch_stats"``
 collection, the module is applied with ``train=True`` and ``mutable=["batch_stats"]`` and the
-updated statistics are carried to the next step. Minibatches are drawn without replacement within
+updated statistics are carried to the next step (with a ``"dropout"`` key for modules that drop
+units while training, e.g. ``LeNet(dropout=0.2)``). Minibatches are drawn without replacement within
 a step and independently across steps (as ``jaxinterp.models.train_classifier`` draws them); an
 epoch is ``ceil(n / batch_size)`` steps (PyTorch's loader instead permutes once per epoch and
 ends it with a partial batch).
@@ -77,11 +78,12 @@ def torch_linear(in_features: int, out_features: int) -> nn.Dense:
                     kernel_init=nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"), bias_init=bias_init)
 
 
-def _loss(model: nn.Module, params, stats, xb, yb):
+def _loss(model: nn.Module, params, stats, xb, yb, dropout_key):
     if stats is None:
         logits, new_stats = model.apply({"params": params}, xb), None
     else:
-        logits, upd = model.apply({"params": params, "batch_stats": stats}, xb, train=True, mutable=["batch_stats"])
+        logits, upd = model.apply({"params": params, "batch_stats": stats}, xb, train=True, mutable=["batch_stats"],
+                                  rngs={"dropout": dropout_key})
         new_stats = upd["batch_stats"]
     return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), new_stats
 
@@ -97,7 +99,8 @@ def _chunk_impl(carry, keys, xs, ys, *, model: nn.Module, settings: EpochSetting
     def step(carry, k):
         params, stats, opt_state = carry
         idx = jax.random.choice(k, settings.n, (settings.batch_size,), replace=False)
-        (loss, stats), g = jax.value_and_grad(_loss, argnums=1, has_aux=True)(model, params, stats, xs[idx], ys[idx])
+        (loss, stats), g = jax.value_and_grad(_loss, argnums=1, has_aux=True)(model, params, stats, xs[idx], ys[idx],
+                                                                               jax.random.fold_in(k, 1))
         with jax.numpy_dtype_promotion("standard"):  # optax mixes int32 step counts with Python floats
             upd, opt_state = opt.update(g, opt_state, params)
         return (optax.apply_updates(params, upd), stats, opt_state), loss

@@ -109,6 +109,9 @@ class Config(StudyConfig):
       feat_size: width of the LeNet feature layer (the authors' 84).
       batch_norm: the LeNet's affine-free BatchNorms (the authors' encoder has them; batch
         statistics while it trains, running averages when frozen). ``False`` drops them.
+      dropout: drop probability of the LeNet's dropout before each BatchNorm while it trains
+        (the authors' notebook trains ``EncoderCore(dropout=True, dropout_level=0.2)``; 0 drops
+        the dropout layers).
       epochs: training epochs of the curve's networks (the authors' 80).
       lr_period_epochs: the LeNet's and the probe's Adam learning rate follows the authors'
         ``CosineAnnealingLR(T_max=lr_period_epochs)``, stepped per epoch (after 80 of 100
@@ -162,6 +165,7 @@ class Config(StudyConfig):
     model: Literal["lenet", "small"] = "lenet"
     feat_size: int = 84
     batch_norm: bool = True
+    dropout: float = 0.2
     epochs: int = 80
     lr_period_epochs: int = 100
     batch_size: int = 1000
@@ -220,6 +224,8 @@ class Config(StudyConfig):
             raise ValueError(f"`fractions` must be a non-empty list in [0, 1]; got {self.fractions}.")
         if not 0.0 <= self.analysis_fraction <= 1.0:
             raise ValueError(f"`analysis_fraction` must lie in [0, 1]; got {self.analysis_fraction}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"`dropout` must lie in [0, 1); got {self.dropout}.")
         if not 0.0 <= self.aligned_fraction <= 1.0:
             raise ValueError(f"`aligned_fraction` must lie in [0, 1]; got {self.aligned_fraction}.")
         if not 0 <= self.select_first < self.n_bins:
@@ -284,7 +290,8 @@ def _model(cfg: Config, kind: str | None = None):
     from jaxinterp.models import CNN
 
     if (kind or cfg.model) == "lenet":
-        return LeNet(feat_size=cfg.feat_size, n_classes=len(SHAPE_NAMES), batch_norm=cfg.batch_norm)
+        return LeNet(feat_size=cfg.feat_size, n_classes=len(SHAPE_NAMES), batch_norm=cfg.batch_norm,
+                     dropout=cfg.dropout)
     return CNN(channels=cfg.channels, hidden=cfg.hidden, n_classes=len(SHAPE_NAMES))
 
 
