@@ -50,6 +50,24 @@ def time_fn(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> floa
     return statistics.median(times)
 
 
+def alternating_seconds(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds of each ``fn()`` over ``repeats`` rounds, the functions called in turn in every round.
+
+    On a shared machine the load drifts over seconds; timing the functions one round at a time
+    gives each the same conditions (``time_fn`` times one function's repeats back to back).
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            block(fn())
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            block(fn())
+            times[k].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def compile_seconds(jitted: Callable, *args) -> float:
     """Seconds to lower and compile ``jitted`` (a ``jax.jit`` function) for ``args``."""
     start = time.perf_counter()

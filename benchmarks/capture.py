@@ -25,17 +25,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import time
 import tracemalloc
-from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from _common import block, row, time_fn, write_results
+from _common import alternating_seconds, row, time_fn, write_results
 from jaxinterp import capture, models, stream
 from jaxinterp.capture import channel_mean
 
@@ -52,31 +49,13 @@ def _forward_rows(batch: int, repeats: int) -> list[dict]:
         params = model.init(jax.random.key(1), x[:1])
         plain = jax.jit(model.apply)
         captured = jax.jit(capture(model.apply))
-        t = _alternating_seconds({"plain": lambda: plain(params, x), "captured": lambda: captured(params, x)},
+        t = alternating_seconds({"plain": lambda: plain(params, x), "captured": lambda: captured(params, x)},
                                  repeats)
         rows.append(row(f"forward/{name}/batch{batch}", t["captured"], "plain jitted apply", t["plain"],
                         note="goal: ours/baseline <= 1.1", overhead=t["captured"] / t["plain"]))
         if name == "cnn2d":
             rows += _cnn2d_rows(model, params, x, plain, repeats)
     return rows
-
-
-def _alternating_seconds(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds of each ``fn()`` over ``repeats`` rounds, the functions called in turn in every round.
-
-    On a shared machine the load drifts over seconds; timing the functions one round at a time
-    gives each the same conditions (``time_fn`` times one function's repeats back to back).
-    """
-    for fn in fns.values():
-        for _ in range(warmup):
-            block(fn())
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            start = time.perf_counter()
-            block(fn())
-            times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _hand_channel_means(params, xb):
@@ -113,7 +92,7 @@ def _cnn2d_rows(model, params, x, plain, repeats) -> list[dict]:
     _, want, _ = fns["hand_means"](params, x)  # check the answer before timing it
     for name, mean in zip(("Conv_0/relu", "Conv_1/relu"), want):
         np.testing.assert_allclose(acts[name], mean, rtol=1e-4, atol=1e-4)
-    t = _alternating_seconds({k: functools.partial(f, params, x) for k, f in fns.items()}, repeats)
+    t = alternating_seconds({k: functools.partial(f, params, x) for k, f in fns.items()}, repeats)
     b = x.shape[0]
     return [
         row(f"forward/cnn2d/fused channel means/batch{b}", t["fused"], "plain jitted apply", t["plain"],

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +25,9 @@ from jax import lax
 
 import jaxinterp.midrange.lenet as lenet_module
 import jaxinterp.models as models_module
-from _common import block, row, write_results
+from _common import alternating_seconds, row, write_results
 from jaxinterp.midrange.lenet import LeNet
+from jaxinterp.midrange.training import _loss
 from jaxinterp.models import CNN
 
 
@@ -51,16 +50,9 @@ def _programs(model, x, y, steps: int, batch: int):
 
     def step(carry, idx):
         params, stats, opt_state = carry
-
-        def loss(p):
-            if stats is None:
-                return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x[idx]),
-                                                                       y[idx]).mean(), None
-            logits, upd = model.apply({"params": p, "batch_stats": stats}, x[idx], train=True,
-                                      mutable=["batch_stats"])
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y[idx]).mean(), upd["batch_stats"]
-
-        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        # the midrange trainer's loss: batch statistics for the LeNet, plain apply for the CNN
+        (value, stats), grads = jax.value_and_grad(_loss, argnums=1, has_aux=True)(
+            model, params, stats, x[idx], y[idx], jax.random.key(0))
         with jax.numpy_dtype_promotion("standard"):
             updates, opt_state = opt.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), stats, opt_state), value
@@ -77,18 +69,6 @@ def _compiled(model, x, y, steps: int, batch: int, *, xla: bool):
         scan_chunk, one_step, carry, idx = _programs(model, x, y, steps, batch)
         return (jax.jit(scan_chunk).lower(carry, idx).compile(), jax.jit(one_step).lower(carry, idx).compile(),
                 carry, idx)
-
-
-def _alternating(fns: dict, rounds: int) -> dict[str, float]:
-    for f in fns.values():
-        block(f())
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, f in fns.items():
-            start = time.perf_counter()
-            block(f())
-            times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -110,7 +90,7 @@ def main() -> None:
         for conv in ("ours", "xla"):
             progs[f"scan/{conv}"], progs[f"jit/{conv}"], carry, idx = _compiled(model, x, y, steps, batch,
                                                                                 xla=conv == "xla")
-        t = _alternating({k: (lambda p=p: p(carry, idx)) for k, p in progs.items()}, rounds)
+        t = alternating_seconds({k: (lambda p=p: p(carry, idx)) for k, p in progs.items()}, rounds, warmup=1)
         rows.append(row(f"scan_step/{name}/batch{batch}", t["scan/ours"] / steps, "lax.conv_general_dilated",
                         t["scan/xla"] / steps, note="per step, a chunk of steps under lax.scan"))
         rows.append(row(f"jit_step/{name}/batch{batch}", t["jit/ours"], "lax.conv_general_dilated", t["jit/xla"],
