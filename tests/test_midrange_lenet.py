@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinterp.midrange.lenet import LeNet
+from jaxinterp.midrange.lenet import LeNet, LinearHead
 
 
 def test_parameter_counts_match_the_authors_encoder_at_64_pixels(key):
@@ -139,3 +139,55 @@ def test_dropout_acts_while_training_only_and_before_each_batch_norm(key):
     np.testing.assert_allclose(dropped[kept], 2.0 * pooled[kept], rtol=1e-5)
     other = np.asarray(sown_first_pool(dropping, jax.random.key(3))["Dropout_0"]["__call__"][0])
     assert not np.array_equal(other != 0, kept)
+
+
+def test_torch_init_draws_every_layer_uniformly_within_one_over_sqrt_fan_in(key):
+    """PyTorch's nn.Conv2d / nn.Linear defaults: weights and biases uniform in +/- 1 / sqrt(fan_in),
+    fan_in = in_channels * 25 for the 5 x 5 convs and in_features for the dense layers; Flax's
+    defaults (torch_init=False) leave the biases at zero."""
+    params = LeNet(n_classes=3).init(key, jnp.zeros((1, 32, 32, 1)))["params"]
+    fan_in = {"Conv_0": 25, "Conv_1": 6 * 25, "Dense_0": 16 * 5 * 5, "Dense_1": 120, "Dense_2": 84, "Dense_3": 84}
+    assert sorted(params) == sorted(fan_in)
+    for name, d in fan_in.items():
+        bound = 1 / np.sqrt(d)
+        w, b = np.asarray(params[name]["kernel"]), np.asarray(params[name]["bias"])
+        assert np.abs(w).max() <= bound and np.abs(b).max() <= bound, name
+        assert np.abs(w).max() > 0.9 * bound and np.abs(b).max() > 0.1 * bound, name
+        if w.size > 2000:  # uniform: variance bound^2 / 3 (relative error below 4 % at this size)
+            assert w.var() == pytest.approx(bound**2 / 3, rel=0.1), name
+    flax_params = LeNet(n_classes=3, torch_init=False).init(key, jnp.zeros((1, 32, 32, 1)))["params"]
+    assert all(not np.asarray(flax_params[name]["bias"]).any() for name in fan_in)
+    with pytest.raises(TypeError, match="torch_init"):
+        LeNet(torch_init=1)
+
+
+def test_dropout_drops_the_logits_while_training_as_the_authors_classifier(key):
+    """The authors' classifier is nn.Sequential(nn.Linear, nn.Dropout(p)): training zeroes about
+    p of the logits; evaluation is the plain linear map."""
+    x = jax.random.uniform(key, (200, 20, 20, 1))
+    model = LeNet(feat_size=7, dense=(9, 8), dropout=0.5)
+    variables = jax.jit(model.init)(jax.random.key(1), x)
+    logits, _ = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])
+    assert 0.4 < float(np.mean(np.asarray(logits) == 0.0)) < 0.6
+    _, feats = model.apply(variables, x, return_features=True)
+    p = variables["params"]["Dense_3"]  # dense 9, 8, the feature layer 7, then the logits
+    expected = np.asarray(feats) @ np.asarray(p["kernel"]) + np.asarray(p["bias"])
+    np.testing.assert_allclose(model.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_head_is_affine_in_evaluation_and_drops_logits_while_training(key):
+    x = jax.random.normal(key, (500, 84))
+    head = LinearHead(3, dropout=0.2)
+    variables = head.init(jax.random.key(1), x)
+    w, b = variables["params"]["Dense_0"]["kernel"], variables["params"]["Dense_0"]["bias"]
+    assert np.abs(np.asarray(w)).max() <= 1 / np.sqrt(84) and np.abs(np.asarray(b)).max() <= 1 / np.sqrt(84)
+    plain = np.asarray(x) @ np.asarray(w) + np.asarray(b)
+    np.testing.assert_allclose(head.apply(variables, x), plain, rtol=1e-5, atol=1e-6)
+    dropped = np.asarray(head.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)}))
+    kept = dropped != 0.0
+    assert 0.77 < kept.mean() < 0.83
+    np.testing.assert_allclose(dropped[kept], plain[kept] / 0.8, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="dropout"):
+        LinearHead(3, dropout=1.0)
+    with pytest.raises(ValueError, match="n_classes"):
+        LinearHead(0)

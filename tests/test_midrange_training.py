@@ -10,8 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxinterp.midrange.lenet import LeNet
-from jaxinterp.midrange.training import cosine_epoch_schedule, torch_linear, train_epochs
+from jaxinterp.midrange.lenet import LeNet, LinearHead
+from jaxinterp.midrange.training import cosine_epoch_schedule, takes_train, torch_linear, train_epochs
 
 
 def test_schedule_matches_pytorch_recursive_cosine_annealing():
@@ -94,3 +94,26 @@ def test_dropout_networks_train_with_a_dropout_key_per_step(key):
     _, losses_plain = train_epochs(LeNet(feat_size=5, dense=(6,)), x, y, **kw)
     assert losses_a.shape == losses_plain.shape == (4,)
     assert losses_a[0] != losses_plain[0]  # the same initialisation and batch, units dropped
+
+
+def test_modules_taking_train_get_a_dropout_key_and_batch_stats_need_train(key):
+    """A module whose __call__ takes ``train`` trains with train=True (the authors' dropped-logit
+    head learns, and the same key gives the same head); BatchNorm statistics on a module that
+    cannot be put in training mode are refused."""
+    x = np.asarray(jax.random.normal(key, (300, 5)), np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    head = LinearHead(2, dropout=0.2)
+    assert takes_train(head) and not takes_train(torch_linear(5, 2))
+    kw = dict(key=jax.random.key(1), epochs=30, batch_size=100, learning_rate=1e-2)
+    a, losses = train_epochs(head, x, y, **kw)
+    b, _ = train_epochs(head, x, y, **kw)
+    for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(p, q)
+    assert np.mean(np.asarray(head.apply(a, x)).argmax(-1) == y) > 0.9  # a linearly separable task (chance 0.5)
+    plain, _ = train_epochs(LinearHead(2), x, y, **kw)
+    assert not np.array_equal(jax.tree.leaves(a)[0], jax.tree.leaves(plain)[0])  # logits were dropped
+    dense = torch_linear(5, 2)
+    variables = dense.init(key, x[:1])
+    with pytest.raises(ValueError, match="train"):
+        train_epochs(dense, x, y, key=key, epochs=1, batch_size=100,
+                     variables={**variables, "batch_stats": {"mean": jnp.zeros(2)}})

@@ -4,10 +4,11 @@ BatchNorm running statistics carried through the steps.
 O'Mahony et al. train their encoder and its linear probe with ``torch.optim.Adam(lr=1e-3)`` and
 ``CosineAnnealingLR(T_max=100)`` stepped once per epoch, at batch 1000; the encoder's affine-free
 BatchNorms use batch statistics while it trains and running averages when it is frozen.
-``train_epochs`` does the same for any Flax module: if the variables hold a ``"batch_stats"``
-collection, the module is applied with ``train=True`` and ``mutable=["batch_stats"]`` and the
-updated statistics are carried to the next step (with a ``"dropout"`` key for modules that drop
-units while training, e.g. ``LeNet(dropout=0.2)``). Minibatches are drawn without replacement within
+``train_epochs`` does the same for any Flax module: a module whose ``__call__`` takes ``train``
+is applied with ``train=True`` and a ``"dropout"`` key of its own per step (e.g.
+``LeNet(dropout=0.2)`` or the authors' classifier ``LinearHead(3, dropout=0.2)``); if the
+variables hold a ``"batch_stats"`` collection, the module is applied with
+``mutable=["batch_stats"]`` and the updated statistics are carried to the next step. Minibatches are drawn without replacement within
 a step and independently across steps (as ``jaxinterp.models.train_classifier`` draws them); an
 epoch is ``ceil(n / batch_size)`` steps (PyTorch's loader instead permutes once per epoch and
 ends it with a partial batch).
@@ -15,6 +16,7 @@ ends it with a partial batch).
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, NamedTuple
 
@@ -26,8 +28,9 @@ import optax
 
 from jaxinterp._validation import check_classifier_data, check_key, check_positive_int, check_real
 from jaxinterp.loop import run_keyed_chunks
+from jaxinterp.midrange.lenet import torch_layer_init
 
-__all__ = ["EpochSettings", "cosine_epoch_schedule", "torch_linear", "train_epochs"]
+__all__ = ["EpochSettings", "cosine_epoch_schedule", "takes_train", "torch_linear", "train_epochs"]
 
 
 class EpochSettings(NamedTuple):
@@ -68,22 +71,22 @@ def cosine_epoch_schedule(learning_rate: float, steps_per_epoch: int, period_epo
 def torch_linear(in_features: int, out_features: int) -> nn.Dense:
     """A dense layer initialised as PyTorch's ``nn.Linear``: weights and biases uniform in
     ``+/- 1 / sqrt(in_features)`` (Flax's default is LeCun-normal weights and zero biases)."""
-    in_features = check_positive_int(in_features, "in_features")
-    bound = 1.0 / math.sqrt(in_features)
+    init = torch_layer_init(check_positive_int(in_features, "in_features"))
+    return nn.Dense(check_positive_int(out_features, "out_features"), **init)
 
-    def bias_init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-    return nn.Dense(check_positive_int(out_features, "out_features"),
-                    kernel_init=nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"), bias_init=bias_init)
+def takes_train(model: nn.Module) -> bool:
+    """Whether ``model.__call__`` has a ``train`` argument (``train_epochs`` then trains it with
+    ``train=True`` and a dropout key)."""
+    return "train" in inspect.signature(type(model).__call__).parameters
 
 
 def _loss(model: nn.Module, params, stats, xb, yb, dropout_key):
+    kwargs = dict(train=True, rngs={"dropout": dropout_key}) if takes_train(model) else {}
     if stats is None:
-        logits, new_stats = model.apply({"params": params}, xb), None
+        logits, new_stats = model.apply({"params": params}, xb, **kwargs), None
     else:
-        logits, upd = model.apply({"params": params, "batch_stats": stats}, xb, train=True, mutable=["batch_stats"],
-                                  rngs={"dropout": dropout_key})
+        logits, upd = model.apply({"params": params, "batch_stats": stats}, xb, mutable=["batch_stats"], **kwargs)
         new_stats = upd["batch_stats"]
     return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), new_stats
 
@@ -117,9 +120,10 @@ def train_epochs(model: nn.Module, x: np.ndarray, y: np.ndarray, *, key: jax.Arr
     """Train a classifier with softmax cross-entropy, Adam and the per-epoch cosine schedule.
 
     Args:
-      model: a Flax module mapping ``[batch, ...]`` to logits ``[batch, n_classes]``; if its
-        variables have ``"batch_stats"``, its ``__call__`` takes ``train`` (batch statistics
-        and running-average updates when true).
+      model: a Flax module mapping ``[batch, ...]`` to logits ``[batch, n_classes]``. If its
+        ``__call__`` takes ``train``, each step applies it with ``train=True`` and a dropout key;
+        if its variables have ``"batch_stats"``, it must take ``train`` (batch statistics and
+        running-average updates when true).
       x: float ``[n, ...]`` training inputs.
       y: int ``[n]`` labels.
       key: PRNG key of the initialisation and the minibatches.
@@ -147,6 +151,9 @@ def train_epochs(model: nn.Module, x: np.ndarray, y: np.ndarray, *, key: jax.Arr
     if variables is None:
         variables = jax.jit(model.init)(k_init, xs[:1])
     params, stats = variables["params"], variables.get("batch_stats")
+    if stats is not None and not takes_train(model):
+        raise ValueError(f"`model` has BatchNorm statistics but its __call__ takes no `train` argument "
+                         f"({type(model).__name__}); train_epochs cannot put it in training mode.")
 
     def chunk_fn(carry, step_keys):
         return _chunk(carry, step_keys, xs, ys, model=model, settings=settings)

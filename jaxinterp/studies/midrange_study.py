@@ -114,9 +114,10 @@ class Config(StudyConfig):
       feat_size: width of the LeNet feature layer (the authors' 84).
       batch_norm: the LeNet's affine-free BatchNorms (the authors' encoder has them; batch
         statistics while it trains, running averages when frozen). ``False`` drops them.
-      dropout: drop probability of the LeNet's dropout before each BatchNorm while it trains
-        (the authors' notebook trains ``EncoderCore(dropout=True, dropout_level=0.2)``; 0 drops
-        the dropout layers).
+      dropout: drop probability of the LeNet's dropout before each BatchNorm and on its logits
+        while it trains, and of the probe's logits (the authors' notebook trains
+        ``EncoderCore(dropout=True, dropout_level=0.2)`` and its classifiers
+        ``nn.Sequential(nn.Linear, nn.Dropout(0.2))``; 0 drops the dropout layers).
       epochs: training epochs of the curve's networks (the authors' 80).
       lr_period_epochs: the LeNet's and the probe's Adam learning rate follows the authors'
         ``CosineAnnealingLR(T_max=lr_period_epochs)``, stepped per epoch (after 80 of 100
@@ -353,7 +354,8 @@ def _probe_standardizes(cfg: Config) -> bool:
 def linear_probe_accuracy(cfg: Config, train_feats, train_y, test_feats, test_y, key) -> float:
     """Accuracy of a linear head trained on frozen features.
 
-    The authors' protocol: a fresh head initialised as PyTorch's ``nn.Linear``, Adam 1e-3 with
+    The authors' protocol: a fresh head initialised as PyTorch's ``nn.Linear`` whose logits are
+    dropped at ``cfg.dropout`` while it trains (``jaxinterp.midrange.lenet.LinearHead``), Adam 1e-3 with
     their per-epoch cosine schedule (``T_max`` 100 epochs), ``cfg.probe_epochs`` epochs at
     ``cfg.batch_size``, on the features of the frozen encoder (its BatchNorms in evaluation
     mode); test accuracy after the last epoch. Features are standardised first when
@@ -361,7 +363,7 @@ def linear_probe_accuracy(cfg: Config, train_feats, train_y, test_feats, test_y,
 
     Args:
       cfg: the study settings (``probe_epochs``, ``batch_size``, ``lr_period_epochs``,
-        ``probe_standardize``).
+        ``probe_standardize``, ``dropout``).
       train_feats, test_feats: ``[n_train, d]`` and ``[n_test, d]`` frozen features.
       train_y, test_y: ``[n_train]`` and ``[n_test]`` integer labels.
       key: PRNG key of the head's initialisation and minibatches.
@@ -369,14 +371,15 @@ def linear_probe_accuracy(cfg: Config, train_feats, train_y, test_feats, test_y,
     Returns:
       Test accuracy in [0, 1].
     """
-    from jaxinterp.midrange.training import torch_linear, train_epochs
+    from jaxinterp.midrange.lenet import LinearHead
+    from jaxinterp.midrange.training import train_epochs
 
     z_train, z_test = np.asarray(train_feats, np.float64), np.asarray(test_feats, np.float64)
     if _probe_standardizes(cfg):
         mean, std = z_train.mean(0), z_train.std(0)
         std = np.where(std > 1e-8, std, 1.0)
         z_train, z_test = (z_train - mean) / std, (z_test - mean) / std
-    head = torch_linear(z_train.shape[1], int(max(np.max(train_y), np.max(test_y))) + 1)
+    head = LinearHead(int(max(np.max(train_y), np.max(test_y))) + 1, dropout=cfg.dropout)
     variables, _ = train_epochs(head, z_train.astype(np.float32), train_y, key=key, epochs=cfg.probe_epochs,
                                 batch_size=min(cfg.batch_size, len(train_y)), learning_rate=1e-3,
                                 period_epochs=cfg.lr_period_epochs)
