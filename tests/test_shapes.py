@@ -1,6 +1,7 @@
 """Procedural shapes: determinism, exact bias fractions, group balance, rendering geometry."""
 
 import numpy as np
+import scipy.stats
 import pytest
 from scipy.stats import chi2_contingency
 
@@ -120,6 +121,26 @@ def test_authors_size_schedule(f):
         assert base <= {a.tobytes() for a in d.x}
     with pytest.raises(ValueError, match="schedule"):
         shapes.sweep_sizes([f], n, "paper")
+
+
+def test_authors_control_part_shares_images_with_the_biased_part():
+    """As in the authors' split, the unbiased part is drawn from the pool the biased part was
+    filtered from: at f=0.5 (both parts whole) about a third of the unbiased images repeat biased
+    ones (hypergeometric: n * n / 3n, sd about 5 at n=300); the unbiased part's bands stay
+    uniform and independent of the shape; the fixed schedule's parts are disjoint."""
+    n = 300
+    d = shapes.bias_sweep([0.5], n=n, seed=4, size=10, schedule="authors")[0]
+    biased = {a.tobytes() for a in d.x[d.biased]}
+    control = d.subset(~d.biased)
+    repeats = sum(a.tobytes() in biased for a in control.x)
+    assert len(biased) == n and len(control.y) == n
+    assert 70 <= repeats <= 130
+    table = np.zeros((3, 3))
+    np.add.at(table, (control.y, control.band), 1)
+    assert scipy.stats.chi2_contingency(table).pvalue > 1e-3  # band independent of shape
+    assert scipy.stats.chisquare(table.sum(0)).pvalue > 1e-3  # bands uniform
+    fixed = shapes.bias_sweep([0.5], n=n, seed=4, size=10)[0]
+    assert not {a.tobytes() for a in fixed.x[fixed.biased]} & {a.tobytes() for a in fixed.x[~fixed.biased]}
 
 
 def test_dsprites_latents_lie_on_the_dsprites_grid():

@@ -352,6 +352,9 @@ def bias_sweep(
     ``sweep_sizes(fractions, n, schedule)``), in a random order seeded by ``seed`` and the sizes
     (so a set does not depend on the other fractions). Neighbouring fractions differ only in the
     samples that switch pools, which makes accuracy-vs-f curves smoother than independent draws.
+    With ``schedule="authors"`` the unbiased samples are drawn, as in the authors' code, from
+    the pool the biased ones were filtered from, so about a third of them repeat biased images
+    (a set with both parts holds those images twice); with ``"fixed"`` the two are disjoint.
 
     Args:
       fractions: bias fractions in [0, 1] (a single fraction gives a sweep of one set).
@@ -375,7 +378,10 @@ def bias_sweep(
     s_biased, s_unbiased, s_order = _seeds(seed, 3)
     kw = dict(size=size, max_rotation=max_rotation, latents=latents)
     biased = make_shapes(n, bias_fraction=1.0, seed=s_biased, **kw)
-    unbiased = make_shapes(n, bias_fraction=0.0, seed=s_unbiased, **kw)
+    if schedule == "authors":
+        unbiased = _control_sharing_images(biased, seed=s_unbiased, **kw)
+    else:
+        unbiased = make_shapes(n, bias_fraction=0.0, seed=s_unbiased, **kw)
     out = []
     for k, u in sizes:
         both = ShapesData(*(np.concatenate([a[:k], b[n - u:]]) for a, b in zip(biased, unbiased)))
@@ -383,6 +389,24 @@ def bias_sweep(
         order_seed = [s_order, k] if k + u == n else [s_order, k, u]
         out.append(both.subset(np.random.default_rng(order_seed).permutation(k + u)))
     return out
+
+
+def _control_sharing_images(biased: ShapesData, *, seed: int, **kw) -> ShapesData:
+    """The authors' unbiased ("control") part: ``n`` images drawn from the same pool as the biased part.
+
+    O'Mahony et al. filter one pool of training images for the biased part (the images in their
+    shape's band) and draw the control part at random from that same pool, so the two share
+    images. Here the pool is the ``n`` biased images plus ``2 n`` images outside their shape's
+    band (with bands uniform and independent of the shape, a third of a uniform pool lies in
+    its shape's band); the control is a random ``n`` of the ``3 n``. Its bands are uniform and
+    independent of the shape, as ``make_shapes(n, bias_fraction=0)``'s, and about a third of it
+    repeats biased images. ``biased`` is ``False`` throughout: it marks the bias rule's draws.
+    """
+    n = len(biased.y)
+    s_others, s_pick = _seeds(seed, 2)
+    others = make_shape_groups(2 * n, aligned_fraction=0.0, seed=s_others, **kw)
+    pool = ShapesData(*(np.concatenate([a, b]) for a, b in zip(biased._replace(biased=np.zeros(n, bool)), others)))
+    return pool.subset(np.random.default_rng(s_pick).permutation(3 * n)[:n])
 
 
 def make_shape_groups(
