@@ -151,6 +151,7 @@ def test_dsprites_latents_lie_on_the_dsprites_grid():
 
     assert on_grid(data.x_pos, shapes.DSPRITES_POSITIONS) and on_grid(data.y_pos, shapes.DSPRITES_POSITIONS)
     assert on_grid(data.scale, shapes.DSPRITES_SCALES) and on_grid(data.rotation, shapes.DSPRITES_ORIENTATIONS)
+    assert set(np.unique(data.x)) == {0.0, 1.0}  # binary, as dSprites' images are
     # every orientation, scale and y position occurs (40, 6 and 32 values among 600 draws)
     assert len(np.unique(data.rotation)) == 40 and len(np.unique(data.scale)) == 6
     assert len(np.unique(data.y_pos)) == 32

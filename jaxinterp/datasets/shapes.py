@@ -22,7 +22,9 @@ Nuisances, chosen by ``latents``:
   uniform. The x position is uniform over the grid values inside the band, with the bands as
   half-open intervals ``[lo, hi)`` (O'Mahony et al.'s ``shape_posX_spaced`` filter: 10, 10 and
   9 positions); unlike a uniform dSprites draw, the three grid positions between or beyond the
-  bands (0.32, 0.68 and 1.0) never occur, so every image has a band.
+  bands (0.32, 0.68 and 1.0) never occur, so every image has a band. Images are binary, as
+  dSprites' are (each pixel 1 where its centre lies inside the shape, else 0); the continuous
+  latents' images are anti-aliased (2 x 2 sub-pixels a pixel).
 Everything is numpy, deterministic in ``seed``, images float32 ``[n, size, size, 1]`` in [0, 1].
 """
 
@@ -236,7 +238,8 @@ def _x_positions(rng: np.random.Generator, band: np.ndarray, latents: _Latents) 
 def _assemble(rng, y, band, biased, size, latents: _Latents) -> ShapesData:
     x_pos = _x_positions(rng, band, latents)
     y_pos, scale, rotation = _nuisances(rng, len(y), latents)
-    x = render_shapes(y, x_pos, y_pos, scale, rotation, size=size)
+    # dSprites' images are binary: one sample at each pixel centre; the continuous latents anti-alias
+    x = render_shapes(y, x_pos, y_pos, scale, rotation, size=size, supersample=1 if latents.kind == "dsprites" else 2)
     f32 = np.float32
     return ShapesData(
         x=x, y=y.astype(np.int32), band=band.astype(np.int32),
