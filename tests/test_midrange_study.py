@@ -112,6 +112,15 @@ def test_config_rejects_bad_settings():
     midrange_study.Config(size=12, model="small", group_model="small")
     with pytest.raises(ValueError, match="max_rotation"):
         midrange_study.Config(max_rotation=4.0)
+    with pytest.raises(ValueError, match="max_rotation"):  # dSprites' grid rotates over the full circle
+        midrange_study.Config(max_rotation=0.5)
+    midrange_study.Config(max_rotation=0.5, latents="continuous", group_max_rotation=0.5)
+    with pytest.raises(ValueError, match="group_max_rotation"):
+        midrange_study.Config(group_latents="dsprites", group_max_rotation=0.5)
+    with pytest.raises(ValueError, match="group_size"):
+        midrange_study.Config(group_size=12, group_model="lenet")
+    with pytest.raises(ValueError, match="group_latents"):
+        midrange_study.Config(group_latents="mnist")
     with pytest.raises(ValueError, match="lr_period_epochs"):
         midrange_study.Config(lr_period_epochs=0)
     with pytest.raises(TypeError, match="probe_standardize"):
@@ -163,3 +172,14 @@ def test_default_study_curve_falls_to_chance(tmp_path):
     _check_contract(metrics, 11)
     acc = np.asarray(metrics["unbiased_accuracy"])
     assert acc[-1] < 0.45 and acc[:6].max() > 0.8
+
+
+def test_curve_uses_dsprites_images_and_the_group_benchmark_its_recorded_ones():
+    """The curve and the logit analysis draw dSprites' grid at 64 pixels (binary), as the authors'
+    data; the group benchmark keeps the 20-pixel continuous images its numbers were measured on;
+    the quick run uses the small images for both."""
+    cfg = midrange_study.Config()
+    assert midrange_study._images(cfg) == dict(size=64, max_rotation=None, latents="dsprites")
+    assert midrange_study._images(cfg, group=True) == dict(size=20, max_rotation=None, latents="continuous")
+    quick = midrange_study.Config.quick()
+    assert midrange_study._images(quick) == midrange_study._images(quick, group=True)

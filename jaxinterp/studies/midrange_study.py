@@ -131,20 +131,19 @@ class Config(StudyConfig):
         standard deviation. ``None`` (default): only for an encoder without a final BatchNorm
         (``model="small"`` or ``batch_norm=False``); the authors' features come out of an
         affine-free BatchNorm in evaluation mode, which does the standardising.
-      size: image size in pixels. A deliberate difference: dSprites images are 64 x 64; at 20
-        pixels a CPU trains the curve about ten times faster, and the LeNet's valid convolutions
-        need at least 16.
+      size: image size in pixels of the curve's and the analysis' images (dSprites' 64). A
+        LeNet needs at least 16; at 64 pixels one curve network takes 20-40 minutes on 2 CPU
+        cores (``size=20, latents="continuous"`` takes 1-3, on an easier task: see above).
       max_rotation: with ``latents="continuous"``, rotations are uniform in [-max_rotation,
-        max_rotation] radians (``None``: 30 degrees). A deliberate difference: dSprites rotates
-        every shape over the full circle (40 steps), which at 20 pixels leaves rotated hearts
-        and squares a few pixels apart; pass ``3.1416`` for the full circle. Must be ``None``
-        with ``latents="dsprites"``.
-      latents: ``"continuous"`` (scales uniform in [0.6, 1], continuous positions, rotations
-        from ``max_rotation``) or ``"dsprites"`` (dSprites' grid: 32 positions per axis, 6
-        scales in [0.5, 1], 40 orientations over the full circle; see
-        ``jaxinterp.datasets.shapes``).
+        max_rotation] radians (``None``: 30 degrees). Must be ``None`` with ``latents="dsprites"``.
+      latents: ``"dsprites"`` (default: dSprites' grid, 32 positions per axis, 6 scales in [0.5,
+        1], 40 orientations over the full circle, binary images) or ``"continuous"`` (scales
+        uniform in [0.6, 1], continuous positions, rotations from ``max_rotation``,
+        anti-aliased); see ``jaxinterp.datasets.shapes``.
       channels: conv channels of the ``"small"`` CNN.
       hidden: penultimate width of the ``"small"`` CNN.
+      group_size, group_latents, group_max_rotation: the group benchmark's images (``size``,
+        ``latents`` and ``max_rotation`` for its data).
       group_model, group_epochs, group_batch_size, group_learning_rate: training of the group
         benchmark's ERM network. The paper publishes no protocol for this benchmark (the
         authors' code has the dSprites curve only); these are the settings its recorded numbers
@@ -182,11 +181,14 @@ class Config(StudyConfig):
     learning_rate: float = 1e-3
     probe_epochs: int = 8
     probe_standardize: bool | None = None
-    size: int = 20
+    size: int = 64
     max_rotation: float | None = None
-    latents: Literal["continuous", "dsprites"] = "continuous"
+    latents: Literal["continuous", "dsprites"] = "dsprites"
     channels: tuple[int, ...] = (8, 16)
     hidden: int = 32
+    group_size: int = 20
+    group_latents: Literal["continuous", "dsprites"] = "continuous"
+    group_max_rotation: float | None = None
     group_model: Literal["lenet", "small"] = "small"
     group_epochs: int = 48
     group_batch_size: int = 64
@@ -216,7 +218,8 @@ class Config(StudyConfig):
         probe: the paper's protocol (80 epochs at batch 1000) takes a few hundred steps per
         network, too many for a one-minute run, and a few dozen leave it untrained.
         """
-        return cls(fractions=(0.0, 0.5, 1.0), seeds=1, n_unbiased=400, n_test=600, model="small", epochs=12,
+        return cls(fractions=(0.0, 0.5, 1.0), seeds=1, n_unbiased=400, n_test=600, size=20, latents="continuous",
+                   model="small", epochs=12,
                    batch_size=64, learning_rate=5e-3, probe_epochs=100, group_seeds=2, group_epochs=12,
                    n_train=900, n_pool=900, n_val=270, n_group_test=270, dfr_retrains=5)
 
@@ -246,14 +249,16 @@ class Config(StudyConfig):
             raise ValueError("`learning_rate`, `group_learning_rate` and `C` must be positive and `rest_ratio` "
                              f"non-negative; got {self.learning_rate}, {self.group_learning_rate}, {self.C}, "
                              f"{self.rest_ratio}.")
-        min_size = 16 if "lenet" in (self.model, self.group_model) else 8
-        if self.size < min_size:
-            raise ValueError(f"`size` must be >= {min_size} pixels for these models; got {self.size}.")
-        if self.latents not in LATENTS:
-            raise ValueError(f"`latents` must be one of {LATENTS}; got {self.latents!r}.")
-        if self.max_rotation is not None and (self.latents == "dsprites" or not 0.0 <= self.max_rotation <= np.pi):
-            raise ValueError("`max_rotation` must lie in [0, pi] (and be None with latents='dsprites'); got "
-                             f"{self.max_rotation}.")
+        for prefix, model in (("", self.model), ("group_", self.group_model)):
+            size, latents, rotation = (getattr(self, prefix + name) for name in ("size", "latents", "max_rotation"))
+            min_size = 16 if model == "lenet" else 8
+            if size < min_size:
+                raise ValueError(f"`{prefix}size` must be >= {min_size} pixels for a {model!r} model; got {size}.")
+            if latents not in LATENTS:
+                raise ValueError(f"`{prefix}latents` must be one of {LATENTS}; got {latents!r}.")
+            if rotation is not None and (latents == "dsprites" or not 0.0 <= rotation <= np.pi):
+                raise ValueError(f"`{prefix}max_rotation` must lie in [0, pi] (and be None with "
+                                 f"{prefix}latents='dsprites'); got {rotation}.")
         if not isinstance(self.batch_norm, bool) or self.probe_standardize not in (None, True, False):
             raise TypeError("`batch_norm` must be a bool and `probe_standardize` a bool or None; got "
                             f"{self.batch_norm!r} and {self.probe_standardize!r}.")
@@ -305,8 +310,11 @@ def _model(cfg: Config, kind: str | None = None):
     return CNN(channels=cfg.channels, hidden=cfg.hidden, n_classes=len(SHAPE_NAMES))
 
 
-def _images(cfg: Config) -> dict[str, Any]:
-    """The shapes samplers' image settings: ``size``, ``max_rotation`` and ``latents``."""
+def _images(cfg: Config, *, group: bool = False) -> dict[str, Any]:
+    """The shapes samplers' image settings (``size``, ``max_rotation``, ``latents``): the curve's,
+    or the group benchmark's (``group``)."""
+    if group:
+        return dict(size=cfg.group_size, max_rotation=cfg.group_max_rotation, latents=cfg.group_latents)
     return dict(size=cfg.size, max_rotation=cfg.max_rotation, latents=cfg.latents)
 
 
@@ -459,7 +467,7 @@ def _group_seed(cfg: Config, key) -> tuple[dict[str, Any], dict[str, float]]:
 
     bench = load_shapes_groups(_int_seed(named_key(key, "data")), aligned_fraction=cfg.aligned_fraction,
                                n_train=cfg.n_train + cfg.n_pool, n_val=cfg.n_val, n_test=cfg.n_group_test,
-                               **_images(cfg))
+                               **_images(cfg, group=True))
     train, pool = bench.train.subset(slice(0, cfg.n_train)), bench.train.subset(slice(cfg.n_train, None))
     if cfg.curation_pool == "train":
         pool = train
