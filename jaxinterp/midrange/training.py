@@ -8,10 +8,10 @@ BatchNorms use batch statistics while it trains and running averages when it is 
 is applied with ``train=True`` and a ``"dropout"`` key of its own per step (e.g.
 ``LeNet(dropout=0.2)`` or the authors' classifier ``LinearHead(3, dropout=0.2)``); if the
 variables hold a ``"batch_stats"`` collection, the module is applied with
-``mutable=["batch_stats"]`` and the updated statistics are carried to the next step. Minibatches are drawn without replacement within
-a step and independently across steps (as ``jaxinterp.models.train_classifier`` draws them); an
-epoch is ``ceil(n / batch_size)`` steps (PyTorch's loader instead permutes once per epoch and
-ends it with a partial batch).
+``mutable=["batch_stats"]`` and the updated statistics are carried to the next step.
+Minibatches are drawn without replacement within a step and independently across steps (as
+``jaxinterp.models.train_classifier`` draws them); an epoch is ``ceil(n / batch_size)`` steps
+(PyTorch's loader instead permutes once per epoch and ends it with a partial batch).
 """
 
 from __future__ import annotations
