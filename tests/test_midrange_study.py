@@ -4,6 +4,7 @@ validation; the linear probe against scikit-learn; the full curve (slow)."""
 import dataclasses
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -183,3 +184,38 @@ def test_curve_uses_dsprites_images_and_the_group_benchmark_its_recorded_ones():
     assert midrange_study._images(cfg, group=True) == dict(size=20, max_rotation=None, latents="continuous")
     quick = midrange_study.Config.quick()
     assert midrange_study._images(quick) == midrange_study._images(quick, group=True)
+
+
+def test_probe_encoder_mode_follows_the_authors_notebook_by_default():
+    """Their notebook probes the f=0 and f=1 encoders in the process that trained them
+    (evaluation mode) and reloads every other one from its checkpoint (training mode)."""
+    mode = midrange_study._probe_mode
+    cfg = midrange_study.Config()
+    assert cfg.probe_encoder_mode == "authors"
+    assert [mode(cfg, f) for f in (0.0, 0.1, 0.5, 0.9, 1.0)] == ["eval", "train", "train", "train", "eval"]
+    assert {mode(midrange_study.Config(probe_encoder_mode="eval"), f) for f in (0.0, 0.5)} == {"eval"}
+    assert {mode(midrange_study.Config(probe_encoder_mode="train"), f) for f in (0.0, 1.0)} == {"train"}
+    assert mode(midrange_study.Config(model="small"), 0.5) == "eval"  # no training mode to run in
+    with pytest.raises(ValueError, match="probe_encoder_mode"):
+        midrange_study.Config(probe_encoder_mode="frozen").validate()
+    with pytest.raises(ValueError, match="model='lenet'"):
+        midrange_study.Config(probe_encoder_mode="train", model="small").validate()
+    with pytest.raises(ValueError, match="probe_standardize"):
+        midrange_study.Config(probe_encoder_mode="train", probe_standardize=True).validate()
+
+
+def test_curve_probe_runs_the_encoder_in_the_resolved_mode(key):
+    from jaxinterp.datasets.shapes import make_shapes
+    from jaxinterp.midrange.probe import probe_accuracy
+
+    cfg = midrange_study.Config(size=20, latents="continuous", epochs=2, batch_size=100, probe_epochs=2)
+    data, test = (make_shapes(n, bias_fraction=0.0, seed=s, size=20) for n, s in ((200, 1), (100, 2)))
+    params = midrange_study._fit(cfg, data, key)
+    test_feats = midrange_study._outputs(cfg, params, test.x)[1]
+    k = jax.random.key(5)
+    settings = dict(key=k, epochs=2, batch_size=100, dropout=cfg.dropout, period_epochs=cfg.lr_period_epochs)
+    model = midrange_study._model(cfg)
+    assert midrange_study._probe(cfg, 0.5, params, data, test, test_feats, k) == probe_accuracy(
+        model, params, data.x, data.y, test.x, test.y, encoder_mode="train", **settings)
+    assert midrange_study._probe(cfg, 0.0, params, data, test, test_feats, k) == probe_accuracy(
+        model, params, data.x, data.y, test.x, test.y, encoder_mode="eval", **settings)

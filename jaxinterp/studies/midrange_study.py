@@ -130,6 +130,13 @@ class Config(StudyConfig):
         standard deviation. ``None`` (default): only for an encoder without a final BatchNorm
         (``model="small"`` or ``batch_norm=False``); the authors' features come out of an
         affine-free BatchNorm in evaluation mode, which does the standardising.
+      probe_encoder_mode: how the frozen encoder runs while the probe trains
+        (``jaxinterp.midrange.probe``). ``"eval"``: evaluation mode, fixed features. ``"train"``:
+        training mode (dropout, batch statistics, BatchNorm averages refreshed by the probe's
+        steps), as the authors' ``train_classifier`` leaves an encoder loaded from its checkpoint.
+        ``"authors"`` (default): what their notebook ran, ``"train"`` for 0 < f < 1 (encoders
+        reloaded before probing) and ``"eval"`` for f = 0 and f = 1 (probed in the process that
+        trained them); ``"eval"`` wherever the encoder has no training mode (``model="small"``).
       size: image size in pixels of the curve's and the analysis' images (dSprites' 64). A
         LeNet needs at least 16; at 64 pixels one curve network takes 20-50 minutes on 2 CPU
         cores (``size=20, latents="continuous"`` takes 1-3, on an easier task: see above).
@@ -180,6 +187,7 @@ class Config(StudyConfig):
     learning_rate: float = 1e-3
     probe_epochs: int = 8
     probe_standardize: bool | None = None
+    probe_encoder_mode: Literal["authors", "eval", "train"] = "authors"
     size: int = 64
     max_rotation: float | None = None
     latents: Literal["continuous", "dsprites"] = "dsprites"
@@ -258,6 +266,14 @@ class Config(StudyConfig):
             if rotation is not None and (latents == "dsprites" or not 0.0 <= rotation <= np.pi):
                 raise ValueError(f"`{prefix}max_rotation` must lie in [0, pi] (and be None with "
                                  f"{prefix}latents='dsprites'); got {rotation}.")
+        if self.probe_encoder_mode not in ("authors", "eval", "train"):
+            raise ValueError("`probe_encoder_mode` must be 'authors', 'eval' or 'train'; got "
+                             f"{self.probe_encoder_mode!r}.")
+        if self.probe_encoder_mode == "train" and self.model != "lenet":
+            raise ValueError(f"`probe_encoder_mode='train'` needs model='lenet' (the {self.model!r} CNN has no "
+                             "training mode).")
+        if self.probe_encoder_mode == "train" and self.probe_standardize:
+            raise ValueError("`probe_standardize=True` needs fixed features: probe_encoder_mode 'eval' or 'authors'.")
         if not isinstance(self.batch_norm, bool) or self.probe_standardize not in (None, True, False):
             raise TypeError("`batch_norm` must be a bool and `probe_standardize` a bool or None; got "
                             f"{self.batch_norm!r} and {self.probe_standardize!r}.")
@@ -358,6 +374,16 @@ def _probe_standardizes(cfg: Config) -> bool:
     return not (cfg.model == "lenet" and cfg.batch_norm)
 
 
+def _probe_mode(cfg: Config, fraction: float) -> str:
+    """``"eval"`` or ``"train"``: how the curve's encoder for bias fraction ``fraction`` runs while
+    its probe trains (``cfg.probe_encoder_mode``; ``"authors"`` resolves as their notebook ran;
+    always ``"eval"`` for the small CNN, which has no training mode, and for standardised features)."""
+    mode = cfg.probe_encoder_mode
+    if mode == "authors":
+        mode = "train" if 0.0 < fraction < 1.0 else "eval"
+    return mode if cfg.model == "lenet" and not cfg.probe_standardize else "eval"
+
+
 def linear_probe_accuracy(cfg: Config, train_feats, train_y, test_feats, test_y, key) -> float:
     """Accuracy of a linear head trained on frozen features.
 
@@ -378,20 +404,22 @@ def linear_probe_accuracy(cfg: Config, train_feats, train_y, test_feats, test_y,
     Returns:
       Test accuracy in [0, 1].
     """
-    from jaxinterp.midrange.lenet import LinearHead
-    from jaxinterp.midrange.training import train_epochs
+    from jaxinterp.midrange.probe import head_accuracy
 
-    z_train, z_test = np.asarray(train_feats, np.float64), np.asarray(test_feats, np.float64)
-    if _probe_standardizes(cfg):
-        mean, std = z_train.mean(0), z_train.std(0)
-        std = np.where(std > 1e-8, std, 1.0)
-        z_train, z_test = (z_train - mean) / std, (z_test - mean) / std
-    head = LinearHead(int(max(np.max(train_y), np.max(test_y))) + 1, dropout=cfg.dropout)
-    variables, _ = train_epochs(head, z_train.astype(np.float32), train_y, key=key, epochs=cfg.probe_epochs,
-                                batch_size=min(cfg.batch_size, len(train_y)), learning_rate=1e-3,
-                                period_epochs=cfg.lr_period_epochs)
-    pred = np.asarray(head.apply(variables, jnp.asarray(z_test, jnp.float32))).argmax(-1)
-    return float(np.mean(pred == test_y))
+    return head_accuracy(train_feats, train_y, test_feats, test_y, key=key, epochs=cfg.probe_epochs,
+                         batch_size=cfg.batch_size, dropout=cfg.dropout, period_epochs=cfg.lr_period_epochs,
+                         standardize=_probe_standardizes(cfg))
+
+
+def _probe(cfg: Config, fraction: float, params, data: ShapesData, test: ShapesData, test_feats, key) -> float:
+    """The probe's unbiased test accuracy for the encoder ``params`` trained on ``data``."""
+    if _probe_mode(cfg, fraction) == "eval":
+        return linear_probe_accuracy(cfg, _outputs(cfg, params, data.x)[1], data.y, test_feats, test.y, key)
+    from jaxinterp.midrange.probe import probe_accuracy
+
+    return probe_accuracy(_model(cfg), params, data.x, data.y, test.x, test.y, key=key, encoder_mode="train",
+                          epochs=cfg.probe_epochs, batch_size=cfg.batch_size, dropout=cfg.dropout,
+                          period_epochs=cfg.lr_period_epochs)
 
 
 def _accuracy_vs_f(cfg: Config, key, bar) -> dict[str, Any]:
@@ -408,9 +436,8 @@ def _accuracy_vs_f(cfg: Config, key, bar) -> dict[str, Any]:
         for i, (f, data) in enumerate(zip(fractions, sets)):
             params = _fit(cfg, data, named_key(key, "train", s, i))
             logits, feats = _outputs(cfg, params, test.x)
-            train_feats = _outputs(cfg, params, data.x)[1]
             own[s, i] = float(np.mean(logits.argmax(-1) == test.y))
-            probe[s, i] = linear_probe_accuracy(cfg, train_feats, data.y, feats, test.y, named_key(key, "probe", s, i))
+            probe[s, i] = _probe(cfg, f, params, data, test, feats, named_key(key, "probe", s, i))
             sizes[i] = len(data.y)
             if s == 0 and abs(f - cfg.analysis_fraction) < 1e-9:
                 kept = (logits, feats)
