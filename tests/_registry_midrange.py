@@ -11,7 +11,11 @@ import numpy as np
 from _battery import Entry
 from _battery_inputs import *  # noqa: F403 - the shared battery inputs
 
-EXEMPT: dict[str, str] = {}
+EXEMPT: dict[str, str] = {
+    "jaxinterp.midrange.training.takes_train": "takes a Flax module and inspects its signature: no user data",
+    "jaxinterp.midrange.probe.FrozenEncoderHead": "a wrapper of two modules with no settings of its own: its "
+                                                  "encoder and head validate theirs (LeNet, LinearHead)",
+}
 
 # tiny inputs of the mid-range area (the battery stays fast)
 MR_VALUES = LOGITS[:, 0]                                              # one logit over 60 inputs [60]
@@ -176,7 +180,62 @@ def _shapes_entries(datasets):
     ]
 
 
+@functools.cache
+def _tiny_encoder():
+    """A LeNet small enough for 16-pixel images, and its initial variables."""
+    from jaxinterp.midrange.lenet import LeNet
+    enc = LeNet(channels=(2, 2), dense=(4,), feat_size=4, dropout=0.2)
+    return enc, enc.init(KEY, np.zeros((1, 16, 16, 1), np.float32))
+
+
+def _training_entries():
+    from jaxinterp.midrange import lenet, probe, training
+    ys = LABELS[:12] % 3
+    images = RNG.uniform(size=(12, 16, 16, 1)).astype(np.float32)   # 16-pixel images [12, 16, 16, 1]
+    head_kinds = dict(kinds={"y_train": "labels", "y_test": "labels"},
+                      pairs=(("f_train", "y_train"), ("f_test", "y_test")))
+    probe_kinds = dict(kinds={"y_train": "labels", "y_test": "labels"},
+                       pairs=(("x_train", "y_train"), ("x_test", "y_test")))
+    return [
+        Entry("jaxinterp.midrange.lenet.LeNet",
+              lambda kernel_size, feat_size, n_classes, dropout: lenet.LeNet(
+                  kernel_size=kernel_size, feat_size=feat_size, n_classes=n_classes, dropout=dropout).feat_size,
+              dict(kernel_size=5, feat_size=8, n_classes=3, dropout=0.2)),
+        Entry("jaxinterp.midrange.lenet.LinearHead",
+              lambda n_classes, dropout: lenet.LinearHead(n_classes, dropout=dropout).n_classes,
+              dict(n_classes=3, dropout=0.2)),
+        Entry("jaxinterp.midrange.lenet.torch_layer_init",
+              lambda fan_in: lenet.torch_layer_init(fan_in)["bias_init"](KEY, (3,)), dict(fan_in=4)),
+        Entry("jaxinterp.midrange.training.torch_linear",
+              lambda in_features, out_features: training.torch_linear(in_features, out_features).features,
+              dict(in_features=4, out_features=3)),
+        Entry("jaxinterp.midrange.training.cosine_epoch_schedule",
+              lambda learning_rate, steps_per_epoch, period_epochs: training.cosine_epoch_schedule(
+                  learning_rate, steps_per_epoch, period_epochs)(7),
+              dict(learning_rate=1e-3, steps_per_epoch=3, period_epochs=10)),
+        Entry("jaxinterp.midrange.training.train_epochs",
+              lambda x, y, key, epochs, batch_size, learning_rate, period_epochs: training.train_epochs(
+                  lenet.LinearHead(3, dropout=0.2), x, y, key=key, epochs=epochs, batch_size=batch_size,
+                  learning_rate=learning_rate, period_epochs=period_epochs)[1],
+              dict(x=LOGITS[:12], y=ys, key=KEY, epochs=2, batch_size=6, learning_rate=1e-3, period_epochs=10),
+              kinds={"y": "labels"}, pairs=(("x", "y"),),
+              accept={"x.rank_up": "a model decides its input ranks: [n, 1, 3] rows are valid inputs of a dense head"}),
+        Entry("jaxinterp.midrange.probe.head_accuracy",
+              lambda f_train, y_train, f_test, y_test, key, epochs, batch_size, dropout: probe.head_accuracy(
+                  f_train, y_train, f_test, y_test, key=key, epochs=epochs, batch_size=batch_size, dropout=dropout),
+              dict(f_train=LOGITS[:12], y_train=ys, f_test=LOGITS[12:20], y_test=LABELS[12:20] % 3, key=KEY,
+                   epochs=2, batch_size=6, dropout=0.2), **head_kinds),
+        Entry("jaxinterp.midrange.probe.probe_accuracy",
+              lambda x_train, y_train, x_test, y_test, key, epochs, batch_size: probe.probe_accuracy(
+                  *_tiny_encoder(), x_train, y_train, x_test, y_test, key=key, encoder_mode="train", epochs=epochs,
+                  batch_size=batch_size, dropout=0.2),
+              dict(x_train=images, y_train=ys, x_test=images[:6], y_test=ys[:6], key=KEY, epochs=1, batch_size=6),
+              **probe_kinds),
+    ]
+
+
 def entries() -> list[Entry]:
     """This area's registered entries (built on first use: it imports the library)."""
     from jaxinterp import datasets, midrange
-    return _midrange_entries(midrange) + _retrain_entries(midrange) + _shapes_entries(datasets)
+    return (_midrange_entries(midrange) + _retrain_entries(midrange) + _shapes_entries(datasets)
+            + _training_entries())

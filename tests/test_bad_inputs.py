@@ -27,7 +27,8 @@ EXEMPT = {name: why for r in REGISTRIES for name, why in r.EXEMPT.items()}
 PENDING = {name: why for r in REGISTRIES for name, why in getattr(r, "PENDING", {}).items()}
 PUBLIC_MODULES = ("jaxinterp", "jaxinterp.capture", "jaxinterp.checkpoint", "jaxinterp.conv", "jaxinterp.datasets",
                   "jaxinterp.directions", "jaxinterp.distributed", "jaxinterp.interpretability", "jaxinterp.keys",
-                  "jaxinterp.launch", "jaxinterp.loop", "jaxinterp.midrange", "jaxinterp.models", "jaxinterp.polytope",
+                  "jaxinterp.launch", "jaxinterp.loop", "jaxinterp.midrange", "jaxinterp.midrange.lenet",
+                  "jaxinterp.midrange.probe", "jaxinterp.midrange.training", "jaxinterp.models", "jaxinterp.polytope",
                   "jaxinterp.sharding", "jaxinterp.streaming", "jaxinterp.studies.claims", "jaxinterp.toy")
 
 

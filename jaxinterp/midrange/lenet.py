@@ -32,6 +32,8 @@ import jax.numpy as jnp
 from jaxinterp._validation import check_positive_int, check_real
 from jaxinterp.conv import conv_general_dilated
 
+__all__ = ["BN_EPSILON", "BN_MOMENTUM", "LeNet", "LinearHead", "torch_layer_init"]
+
 #: PyTorch's BatchNorm defaults (momentum 0.1 of the new batch, epsilon 1e-5) in Flax's convention.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5

@@ -156,8 +156,11 @@ def probe_accuracy(encoder: nn.Module, encoder_variables: dict, x_train, y_train
     settings = dict(epochs=epochs, batch_size=batch_size, dropout=dropout, learning_rate=learning_rate,
                     period_epochs=period_epochs)
     if encoder_mode == "eval":
-        return head_accuracy(features(encoder_variables, x_train), y_train, features(encoder_variables, x_test),
-                             y_test, key=key, standardize=standardize, **settings)
+        f_train, f_test = features(encoder_variables, x_train), features(encoder_variables, x_test)
+        for split, f in (("train", f_train), ("test", f_test)):
+            if not np.all(np.isfinite(f)):
+                raise ValueError(f"`x_{split}` gives non-finite features; check its scale and the encoder's variables.")
+        return head_accuracy(f_train, y_train, f_test, y_test, key=key, standardize=standardize, **settings)
     if standardize:
         raise ValueError("`standardize` needs encoder_mode='eval' (fixed features to standardise); got "
                          "encoder_mode='train'.")
@@ -172,10 +175,16 @@ def probe_accuracy(encoder: nn.Module, encoder_variables: dict, x_train, y_train
                                             "head": head.init(k_head, jnp.zeros((1, d), jnp.float32))["params"]}}
     if "batch_stats" in encoder_variables:
         variables["batch_stats"] = {"encoder": encoder_variables["batch_stats"]}
-    trained, _ = train_epochs(model, np.asarray(x_train, np.float32), y_train, key=key, epochs=epochs,
-                              batch_size=min(check_positive_int(batch_size, "batch_size"), len(np.asarray(y_train))),
-                              learning_rate=learning_rate, period_epochs=period_epochs, variables=variables)
+    trained, losses = train_epochs(model, np.asarray(x_train, np.float32), y_train, key=key, epochs=epochs,
+                                   batch_size=min(check_positive_int(batch_size, "batch_size"),
+                                                  len(np.asarray(y_train))),
+                                   learning_rate=learning_rate, period_epochs=period_epochs, variables=variables)
+    if not np.all(np.isfinite(losses)):
+        raise ValueError("`x_train` gives non-finite features or losses in the encoder's training mode; check its "
+                         "scale and the encoder's variables.")
     logits = _batched(lambda xb: model.apply(trained, xb), x_test, eval_batch)
+    if not np.all(np.isfinite(logits)):
+        raise ValueError("`x_test` gives non-finite logits; check its scale and the encoder's variables.")
     return float(np.mean(logits.argmax(-1) == np.asarray(y_test)))
 
 
