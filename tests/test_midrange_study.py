@@ -42,6 +42,7 @@ def _check_written(tmp_path, payload, cfg):
     assert metrics["bias_fraction"] == list(cfg.fractions)
     assert np.shape(metrics["unbiased_accuracy_per_seed"]) == (cfg.seeds, n_f)
     assert len(metrics["unbiased_accuracy_end_to_end"]) == len(metrics["train_size"]) == n_f
+    assert metrics["probe_encoder_mode"] == [midrange_study._probe_mode(cfg, f) for f in cfg.fractions]
     for m in METHODS:
         assert np.shape(metrics["worst_group_accuracy_per_seed"][m]) == (cfg.group_seeds,)
         assert np.shape(metrics["per_group_accuracy"][m]) == (9,)

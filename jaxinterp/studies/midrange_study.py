@@ -561,6 +561,7 @@ def metrics(result: Result) -> dict:
         unbiased_accuracy_std=[_std(a) for a in acc.T],
         unbiased_accuracy_per_seed=acc,
         unbiased_accuracy_end_to_end=result.accuracy_end_to_end.mean(0),
+        probe_encoder_mode=[_probe_mode(result.config, f) for f in result.config.fractions],
         published_unbiased_accuracy=[a / 100 for a in PUBLISHED_ACC],
         worst_group_accuracy={m: float(g[m]["worst"].mean()) for m in METHODS},
         worst_group_accuracy_std={m: _std(g[m]["worst"]) for m in METHODS},
