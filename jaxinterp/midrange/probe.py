@@ -102,7 +102,7 @@ def head_accuracy(f_train, y_train, f_test, y_test, *, key: jax.Array, epochs: i
         f_train, f_test = _standardized(f_train, f_test)
     head = LinearHead(_n_classes(y_train, y_test), dropout=dropout)
     variables, _ = train_epochs(head, np.asarray(f_train, np.float32), y_train, key=key, epochs=epochs,
-                                batch_size=min(check_positive_int(batch_size, "batch_size"), len(np.asarray(y_train))),
+                                batch_size=_capped_batch(batch_size, y_train),
                                 learning_rate=learning_rate, period_epochs=period_epochs)
     logits = head.apply(variables, jnp.asarray(f_test, jnp.float32))
     return float(np.mean(np.asarray(logits).argmax(-1) == np.asarray(y_test)))
@@ -169,15 +169,15 @@ def probe_accuracy(encoder: nn.Module, encoder_variables: dict, x_train, y_train
                          f"{type(encoder).__name__} has no training mode (use encoder_mode='eval').")
     head = LinearHead(_n_classes(y_train, y_test), dropout=dropout)
     model = FrozenEncoderHead(encoder, head, encoder_train=True)
-    d = features(encoder_variables, np.asarray(x_train)[:1]).shape[-1]
+    one = jax.ShapeDtypeStruct((1, *np.shape(x_train)[1:]), jnp.float32)  # the feature width, without a forward pass
+    d = jax.eval_shape(lambda xb: encoder.apply(encoder_variables, xb, return_features=True)[1], one).shape[-1]
     k_head = jax.random.split(key)[0]  # where train_epochs(head, ..., key=key) starts the head: as head_accuracy
     variables: dict[str, Any] = {"params": {"encoder": encoder_variables["params"],
                                             "head": head.init(k_head, jnp.zeros((1, d), jnp.float32))["params"]}}
     if "batch_stats" in encoder_variables:
         variables["batch_stats"] = {"encoder": encoder_variables["batch_stats"]}
     trained, losses = train_epochs(model, np.asarray(x_train, np.float32), y_train, key=key, epochs=epochs,
-                                   batch_size=min(check_positive_int(batch_size, "batch_size"),
-                                                  len(np.asarray(y_train))),
+                                   batch_size=_capped_batch(batch_size, y_train),
                                    learning_rate=learning_rate, period_epochs=period_epochs, variables=variables)
     if not np.all(np.isfinite(losses)):
         raise ValueError("`x_train` gives non-finite features or losses in the encoder's training mode; check its "
@@ -186,6 +186,11 @@ def probe_accuracy(encoder: nn.Module, encoder_variables: dict, x_train, y_train
     if not np.all(np.isfinite(logits)):
         raise ValueError("`x_test` gives non-finite logits; check its scale and the encoder's variables.")
     return float(np.mean(logits.argmax(-1) == np.asarray(y_test)))
+
+
+def _capped_batch(batch_size, y_train) -> int:
+    """``batch_size`` (a positive int) capped at the number of training rows."""
+    return min(check_positive_int(batch_size, "batch_size"), len(np.asarray(y_train)))
 
 
 def _n_classes(y_train, y_test) -> int:
